@@ -1,0 +1,638 @@
+"""A faithful fake of SGLang's embedding server, for tests and benchmarks.
+
+A real stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0 by default) running in a thread, so
+the code under test talks real HTTP through whatever transport the openai SDK uses.
+
+It reproduces what bookrec depends on (SGLang 0.5.23, see DESIGN.md "Facts"):
+
+- ``POST /v1/embeddings``: ``Content-Type: application/json`` required; ``input`` a string or a
+  list of strings (token ids are accepted and embedded from their decimal text); empty or
+  whitespace-only input is a 400 for the whole batch ("Input at index {i} cannot be empty or
+  whitespace only"); an input longer than ``max_input_tokens`` is a 400; ``encoding_format``
+  ``"float"`` gives float lists, ``"base64"`` little-endian float32 base64, anything else is a
+  400 (``legacy=True`` emulates SGLang <= 0.5.16, which ignores the field and always sends
+  floats); ``dimensions`` is a 400 unless ``matryoshka`` is configured (``True`` for any width
+  1..dim, or a list of allowed widths), then the vector is truncated and renormalised; a ``:``
+  in the request's ``model`` (other than the served name) is a 400 LoRA error; the response's
+  ``model`` is the model path.
+- Errors are flat ``{"object":"error","message":...,"type":"BadRequestError","param":null,
+  "code":400}``; a wrong or missing bearer token is 401 ``{"error":"Unauthorized"}`` when
+  ``api_key`` is set (health routes need no key).
+- ``GET /ready`` (404 when ``legacy=True``), ``/health``, ``/health_generate``, ``/v1/models``,
+  ``/model_info``.
+
+Vectors are :func:`fake_vector` of the exact string received, so tests can assert exact values.
+The tokenizer is a stand-in: a CJK character is one token, other text one token per four
+characters, plus one end-of-text token.
+
+Fault knobs act on the next ``/v1/embeddings`` requests, in the order they were queued:
+``fail_next``, ``delay_next``, ``drop_next``, ``malformed_next``, ``nan_next``,
+``wrong_count_next``, ``shuffle_next``, ``bad_index_next``, ``wrong_dim_next``.
+
+Run as a separate process (for benchmarks that must not count the server's CPU):
+``python -m tests.fake_sglang --port 0 --dim 1024`` prints ``PORT <n>`` and serves until
+stdin closes or the process is terminated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import math
+import re
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["FakeSGLang", "fake_token_count", "fake_vector"]
+
+_CJK = re.compile(
+    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
+)
+
+
+def fake_vector(text: str, dim: int) -> NDArray[np.float32]:
+    """Deterministic unit float32 vector for ``text`` (the exact string the server received)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    norm = np.float32(np.linalg.norm(vec))
+    return (vec / norm).astype(np.float32)
+
+
+def fake_token_count(text: str) -> int:
+    """Tokens the fake server counts for ``text``, including the end-of-text token."""
+    cjk = len(_CJK.findall(text))
+    return cjk + math.ceil((len(text) - cjk) / 4) + 1
+
+
+def _bf16(vec: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Round to bfloat16 precision (what a bf16 model returns): norm is then only ~1e-3 off."""
+    bits = vec.astype(np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x8000)) & np.uint32(0xFFFF0000)).astype(np.uint32)
+    return rounded.view(np.float32)
+
+
+@dataclass
+class _Fault:
+    kind: str
+    status: int = 0
+    retry_after: str | None = None
+    seconds: float = 0.0
+    message: str | None = None
+
+
+@dataclass
+class RecordedRequest:
+    """One HTTP request the fake received (every route); header names are lower-case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+
+
+@dataclass
+class _State:
+    model_path: str
+    served_model_name: str
+    dim: int
+    api_key: str | None
+    matryoshka: bool | Sequence[int] | None
+    max_input_tokens: int
+    per_request_delay: float
+    per_item_delay: float
+    legacy: bool
+    bf16: bool
+    ready: bool = True
+    faults: deque[_Fault] = field(default_factory=deque)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    log: list[RecordedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], state: _State) -> None:
+        self.state = state
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-sglang/0.5.23"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet; tests read ``requests`` instead."""
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(payload).encode("utf-8"), headers)
+
+    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        error_type = {400: "BadRequestError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
+        payload = {
+            "object": "error",
+            "message": message,
+            "type": error_type.get(status, "InternalServerError"),
+            "param": None,
+            "code": status,
+        }
+        self._send_json(status, payload, headers)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _record(self, body: Any) -> None:
+        state = self.server.state
+        with state.lock:
+            state.log.append(
+                RecordedRequest(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+            )
+
+    def _authorized(self) -> bool:
+        key = self.server.state.api_key
+        if key is None:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._send_json(401, {"error": "Unauthorized"})
+        return False
+
+    # -- routes -------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        state = self.server.state
+        self._record(None)
+        path = self.path.split("?", 1)[0]
+        if path in ("/health", "/health_generate"):
+            self._send_bytes(200 if state.ready else 503, b"")
+        elif path == "/ready":
+            if state.legacy:
+                self._send_json(404, {"detail": "Not Found"})
+            elif state.ready:
+                self._send_json(200, {"status": "ready"})
+            else:
+                self._error(503, "Server is not ready")
+        elif path == "/v1/models":
+            if self._authorized():
+                self._send_json(200, self._models())
+        elif path in ("/model_info", "/get_model_info"):
+            if self._authorized():
+                self._send_json(200, self._model_info())
+        else:
+            self._send_json(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        path = self.path.split("?", 1)[0]
+        if path != "/v1/embeddings":
+            self._record(None)
+            self._send_json(404, {"detail": "Not Found"})
+            return
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        self._record(body)
+        if not self._authorized():
+            return
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            self._error(400, "Unsupported Media Type: Only 'application/json' is allowed")
+            return
+        if not isinstance(body, dict):
+            self._error(400, "Invalid JSON body")
+            return
+        state = self.server.state
+        with state.lock:
+            state.requests.append(body)
+            fault = state.faults.popleft() if state.faults else None
+        self._embeddings(body, fault)
+
+    def _models(self) -> dict[str, Any]:
+        state = self.server.state
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": state.served_model_name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "sglang",
+                    "root": state.model_path,
+                    "max_model_len": state.max_input_tokens + 7,
+                }
+            ],
+        }
+
+    def _model_info(self) -> dict[str, Any]:
+        state = self.server.state
+        dims = state.matryoshka
+        return {
+            "model_path": state.model_path,
+            "served_model_name": state.served_model_name,
+            "is_generation": False,
+            "model_type": "qwen3",
+            "architectures": ["Qwen3ForCausalLM"],
+            "embedding": {
+                "pooling": "last",
+                "normalize": True,
+                "supports_dimensions": dims is not None and dims is not False,
+                "matryoshka_dimensions": list(dims) if isinstance(dims, Sequence) else None,
+            },
+        }
+
+    def _embeddings(self, body: dict[str, Any], fault: _Fault | None) -> None:
+        state = self.server.state
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if fault is not None and fault.kind == "fail":
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            message = fault.message or f"Injected failure {fault.status}"
+            self._error(fault.status, message, headers)
+            return
+
+        model = body.get("model", "default")
+        if not isinstance(model, str):
+            self._error(400, "model must be a string")
+            return
+        if ":" in model and model != state.served_model_name:
+            adapter = model.split(":", 1)[1]
+            self._error(
+                400,
+                f"LoRA adapter '{adapter}' was requested, but LoRA is not enabled. "
+                "Please launch the server with --enable-lora.",
+            )
+            return
+
+        texts = self._inputs(body.get("input"))
+        if texts is None:
+            return
+        encoding = body.get("encoding_format", "float")
+        if not state.legacy and encoding not in ("float", "base64"):
+            self._error(400, f"Unsupported encoding_format: {encoding!r}. Use 'float' or 'base64'.")
+            return
+        width = self._width(body.get("dimensions"))
+        if width is None:
+            return
+
+        delay = state.per_request_delay + state.per_item_delay * len(texts)
+        if delay > 0:
+            time.sleep(delay)
+
+        vectors = [self._vector(text, width) for text in texts]
+        if fault is not None and fault.kind == "nan":
+            vectors[-1] = vectors[-1].copy()
+            vectors[-1][0] = np.nan
+        if fault is not None and fault.kind == "wrong_dim":
+            vectors = [v[:-1] for v in vectors]
+        if fault is not None and fault.kind == "wrong_count":
+            vectors = vectors[:-1] if len(vectors) > 1 else [*vectors, vectors[0]]
+        base64_out = encoding == "base64" and not state.legacy
+        data: list[dict[str, Any]] = []
+        for index, vec in enumerate(vectors):
+            if base64_out:
+                emb: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+            else:
+                emb = [None if math.isnan(x) else x for x in vec.tolist()]
+            data.append({"embedding": emb, "index": index, "object": "embedding"})
+        if fault is not None and fault.kind == "shuffle":
+            data.reverse()
+        if fault is not None and fault.kind == "bad_index" and len(data) > 1:
+            data[-1]["index"] = data[0]["index"]
+        tokens = sum(fake_token_count(t) for t in texts)
+        payload = {
+            "data": data,
+            "model": state.model_path,
+            "object": "list",
+            "usage": {
+                "prompt_tokens": tokens,
+                "total_tokens": tokens,
+                "completion_tokens": 0,
+                "prompt_tokens_details": None,
+                "reasoning_tokens": 0,
+            },
+        }
+        encoded = json.dumps(payload).encode("utf-8")
+        if fault is not None and fault.kind == "malformed":
+            encoded = encoded[: len(encoded) // 2]
+        self._send_bytes(200, encoded)
+
+    def _inputs(self, value: Any) -> list[str] | None:
+        state = self.server.state
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            texts = list(value)
+        elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            texts = [" ".join(str(v) for v in value)]
+        elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            texts = [" ".join(str(i) for i in v) for v in value]
+        else:
+            self._error(400, "Input cannot be empty")
+            return None
+        for i, text in enumerate(texts):
+            if not text.strip():
+                self._error(400, f"Input at index {i} cannot be empty or whitespace only")
+                return None
+        for text in texts:
+            n = fake_token_count(text)
+            if n > state.max_input_tokens:
+                self._error(
+                    400,
+                    f"Input length ({n} tokens) exceeds the maximum allowed length "
+                    f"({state.max_input_tokens} tokens). Use a shorter input or enable "
+                    "--allow-auto-truncate.",
+                )
+                return None
+        return texts
+
+    def _width(self, dimensions: Any) -> int | None:
+        state = self.server.state
+        if dimensions is None:
+            return state.dim
+        if state.matryoshka is None or state.matryoshka is False:
+            self._error(
+                400,
+                f"Model '{state.model_path}' does not support matryoshka representation, "
+                "changing output dimensions will lead to poor results.",
+            )
+            return None
+        if not isinstance(dimensions, int) or dimensions < 1:
+            self._error(400, "Requested dimensions must be greater than 0")
+            return None
+        if dimensions > state.dim:
+            self._error(
+                400,
+                f"Provided dimensions are greater than max embedding dimension: {state.dim}",
+            )
+            return None
+        allowed = state.matryoshka
+        if isinstance(allowed, Sequence) and dimensions not in allowed:
+            self._error(
+                400,
+                f"Model '{state.model_path}' only supports {sorted(allowed)} matryoshka "
+                f"dimensions, using other dimensions will lead to poor results.",
+            )
+            return None
+        return dimensions
+
+    def _vector(self, text: str, width: int) -> NDArray[np.float32]:
+        state = self.server.state
+        vec = fake_vector(text, state.dim)
+        if width != state.dim:
+            vec = vec[:width]
+            vec = (vec / np.float32(np.linalg.norm(vec))).astype(np.float32)
+        return _bf16(vec) if state.bf16 else vec
+
+
+class FakeSGLang:
+    """A fake SGLang embedding server on 127.0.0.1; a context manager.
+
+    ``matryoshka``: ``None`` rejects ``dimensions`` (as SGLang without a Matryoshka override),
+    ``True`` accepts any width up to ``dim``, a list accepts only those widths.
+    ``legacy``: emulate SGLang <= 0.5.16 (no ``/ready``; ``encoding_format`` ignored, floats).
+    ``bf16``: round vectors to bfloat16, so their norms are only about 1e-3 from one.
+    """
+
+    def __init__(
+        self,
+        model_path: str = "Qwen/Qwen3-Embedding-0.6B",
+        dim: int = 64,
+        api_key: str | None = None,
+        matryoshka: bool | Sequence[int] | None = None,
+        max_input_tokens: int = 8185,
+        per_request_delay: float = 0.0,
+        per_item_delay: float = 0.0,
+        *,
+        served_model_name: str | None = None,
+        legacy: bool = False,
+        bf16: bool = False,
+        port: int = 0,
+    ) -> None:
+        self._state = _State(
+            model_path=model_path,
+            served_model_name=served_model_name or model_path,
+            dim=dim,
+            api_key=api_key,
+            matryoshka=matryoshka,
+            max_input_tokens=max_input_tokens,
+            per_request_delay=per_request_delay,
+            per_item_delay=per_item_delay,
+            legacy=legacy,
+            bf16=bf16,
+        )
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> FakeSGLang:
+        """Start serving (again, on the same port after ``stop()``)."""
+        if self._server is not None:
+            return self
+        server = _Server(("127.0.0.1", self._port), self._state)
+        self._port = server.server_address[1]
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: new connections are refused until ``start()``."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FakeSGLang:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses and records --------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    @property
+    def dim(self) -> int:
+        return self._state.dim
+
+    @property
+    def model_path(self) -> str:
+        return self._state.model_path
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Bodies of the ``/v1/embeddings`` requests received, in arrival order."""
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def log(self) -> list[RecordedRequest]:
+        """Every request received, every route, with its headers."""
+        with self._state.lock:
+            return list(self._state.log)
+
+    @property
+    def embedding_request_count(self) -> int:
+        with self._state.lock:
+            return len(self._state.requests)
+
+    @property
+    def embedded_texts(self) -> list[str]:
+        """Every input string received by ``/v1/embeddings``, flattened in arrival order."""
+        texts: list[str] = []
+        for body in self.requests:
+            value = body.get("input")
+            texts.extend([value] if isinstance(value, str) else list(value or []))
+        return texts
+
+    def reset(self) -> None:
+        """Forget recorded requests and pending faults."""
+        with self._state.lock:
+            self._state.requests.clear()
+            self._state.log.clear()
+            self._state.faults.clear()
+
+    # -- knobs ----------------------------------------------------------------------------
+    def _queue(self, fault: _Fault, times: int) -> None:
+        with self._state.lock:
+            self._state.faults.extend(_Fault(**fault.__dict__) for _ in range(times))
+
+    def fail_next(
+        self,
+        status: int = 503,
+        times: int = 1,
+        retry_after: float | str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` embedding requests with ``status`` (and ``Retry-After``)."""
+        header = None if retry_after is None else str(retry_after)
+        self._queue(_Fault("fail", status=status, retry_after=header, message=message), times)
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Sleep ``seconds`` before answering the next ``times`` embedding requests."""
+        self._queue(_Fault("delay", seconds=seconds), times)
+
+    def drop_next(self, times: int = 1) -> None:
+        """Close the connection without an answer."""
+        self._queue(_Fault("drop"), times)
+
+    def malformed_next(self, times: int = 1) -> None:
+        """Answer 200 with truncated, unparseable JSON."""
+        self._queue(_Fault("malformed"), times)
+
+    def nan_next(self, times: int = 1) -> None:
+        """Put a NaN (``null`` in float JSON) into the last vector."""
+        self._queue(_Fault("nan"), times)
+
+    def wrong_count_next(self, times: int = 1) -> None:
+        """Answer with one vector too few (or one too many for a single input)."""
+        self._queue(_Fault("wrong_count"), times)
+
+    def shuffle_next(self, times: int = 1) -> None:
+        """Answer with ``data`` in reverse order; indices stay correct."""
+        self._queue(_Fault("shuffle"), times)
+
+    def bad_index_next(self, times: int = 1) -> None:
+        """Answer with a duplicated ``index`` (not a permutation)."""
+        self._queue(_Fault("bad_index"), times)
+
+    def wrong_dim_next(self, times: int = 1) -> None:
+        """Answer with vectors one element short."""
+        self._queue(_Fault("wrong_dim"), times)
+
+    def set_model(self, path: str) -> None:
+        with self._state.lock:
+            self._state.model_path = path
+
+    def set_dim(self, dim: int) -> None:
+        with self._state.lock:
+            self._state.dim = dim
+
+    def set_ready(self, ready: bool) -> None:
+        """Make ``/ready`` and ``/health*`` answer 503 (``False``) or 200 (``True``)."""
+        with self._state.lock:
+            self._state.ready = ready
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fake SGLang embedding server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--model-path", default="Qwen/Qwen3-Embedding-0.6B")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--matryoshka", action="store_true")
+    parser.add_argument("--per-request-delay", type=float, default=0.0)
+    parser.add_argument("--per-item-delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    server = FakeSGLang(
+        model_path=args.model_path,
+        dim=args.dim,
+        api_key=args.api_key,
+        matryoshka=True if args.matryoshka else None,
+        per_request_delay=args.per_request_delay,
+        per_item_delay=args.per_item_delay,
+        port=args.port,
+    )
+    with server:
+        sys.stdout.write(f"PORT {server.port}\n")
+        sys.stdout.flush()
+        try:
+            sys.stdin.read()  # serve until stdin closes
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
