@@ -1,0 +1,841 @@
+#!/usr/bin/env python3
+"""Start the bookrec embedding service and keep it running.
+
+GPU mode (the default) runs ``sglang serve`` with the flags Qwen3-Embedding needs. With
+``--gpus 0,1,...`` it runs one SGLang worker per GPU, each on its own port, behind SGLang's
+model gateway (``smg``) on the main port. ``--cpu`` runs ``deploy/cpu_server.py`` instead: the
+same HTTP API on transformers and torch, for machines without a GPU.
+
+The script checks the machine first (SGLang installed, a GPU visible, the ports free), starts the
+processes, waits until the service answers ``/ready`` and prints the base URL and a curl example.
+It supervises its children: Ctrl-C or SIGTERM stops all of them, and if one dies the others are
+stopped too. ``--dry-run`` prints the exact command lines and exits.
+
+Standard library only: this file also runs inside the ``lmsysorg/sglang`` image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CPU_SERVER = REPO_ROOT / "deploy" / "cpu_server.py"
+
+DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 30000
+DEFAULT_WORKER_BASE_PORT = 31000
+DEFAULT_WAIT_TIMEOUT = 1200.0
+STOP_GRACE_SECONDS = 30.0
+API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")
+MASKED = "***"
+GATEWAY_POLICIES = ("round_robin", "power_of_two", "random", "cache_aware")
+
+# Matryoshka output widths per Qwen3-Embedding size: 32 up to the hidden size (model cards).
+_DIMS_0_6B = (32, 64, 128, 256, 512, 768, 1024)
+_DIMS_4B = (*_DIMS_0_6B, 1536, 2048, 2560)
+_DIMS_8B = (*_DIMS_4B, 4096)
+PRESETS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "0.6B": ("Qwen/Qwen3-Embedding-0.6B", _DIMS_0_6B),
+    "4B": ("Qwen/Qwen3-Embedding-4B", _DIMS_4B),
+    "8B": ("Qwen/Qwen3-Embedding-8B", _DIMS_8B),
+}
+
+INSTALL_SGLANG_HINT = (
+    'install it with `pip install "sglang[all]"` (Python >= 3.11, a recent NVIDIA driver), '
+    "or run this script inside the lmsysorg/sglang image (see deploy/compose.yaml)"
+)
+INSTALL_SMG_HINT = (
+    "install SGLang's model gateway with `pip install smg` (or use the lightseekorg/smg image)"
+)
+INSTALL_CPU_HINT = "install the CPU extra: pip install 'bookrec[cpu]'"
+
+
+class LaunchError(Exception):
+    """A problem that stops the launch; the message is meant for the user."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of integers")
+    try:
+        values = [int(item) for item in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"duplicate entries in {text!r}")
+    return values
+
+
+def _dimensions_list(text: str) -> list[int]:
+    values = _int_list(text)
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError("dimensions must be positive")
+    return sorted(values)
+
+
+def _gpu_list(text: str) -> list[int]:
+    values = _int_list(text)
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError("GPU indices must be >= 0")
+    return values
+
+
+def _served_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the served model name may not be empty")
+    if ":" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} contains ':', which SGLang reads as a LoRA adapter separator "
+            "(it refuses to start with such a name); use e.g. qwen3-embedding-0.6b"
+        )
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch_server.sh",
+        description=(
+            "Start the bookrec embedding service: SGLang serving Qwen3-Embedding on NVIDIA GPUs "
+            "(default), or the CPU server with --cpu. Both speak the same OpenAI-compatible "
+            "/v1/embeddings API. Arguments after `--` go verbatim to `sglang serve` "
+            "(or to deploy/cpu_server.py with --cpu)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  launch_server.sh                                # 0.6B on GPU 0, 127.0.0.1:30000\n"
+            "  BOOKREC_API_KEY=... launch_server.sh --model 8B --host 0.0.0.0 --enable-metrics\n"
+            "  launch_server.sh --gpus 0,1,2,3 --model 4B      # 4 workers behind the gateway\n"
+            "  launch_server.sh --cpu                          # no GPU: transformers on CPU\n"
+            "  launch_server.sh --dry-run -- --dtype float16   # print the command only\n"
+            "\n"
+            "The API key is read from --api-key, else BOOKREC_API_KEY, else SGLANG_API_KEY;\n"
+            "it is never printed."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=(
+            "preset 0.6B, 4B or 8B (Qwen/Qwen3-Embedding-*), or any Hugging Face id or local "
+            f"directory (default: {DEFAULT_MODEL})"
+        ),
+    )
+    model.add_argument("--revision", help="Hugging Face revision (commit) to pin the weights")
+    dims = model.add_mutually_exclusive_group()
+    dims.add_argument(
+        "--dimensions-list",
+        type=_dimensions_list,
+        metavar="D1,D2,...",
+        help=(
+            "Matryoshka widths that `dimensions` requests may ask for (presets know theirs: "
+            "0.6B 32..1024, 4B 32..2560, 8B 32..4096)"
+        ),
+    )
+    dims.add_argument(
+        "--any-dimension",
+        action="store_true",
+        help="accept any `dimensions` up to the hidden size (is_matryoshka) for a custom model",
+    )
+    dims.add_argument(
+        "--no-matryoshka",
+        action="store_true",
+        help="do not enable `dimensions` requests (they then get a 400)",
+    )
+
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 exposes it: set a key)",
+    )
+    server.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default 30000")
+    server.add_argument(
+        "--api-key",
+        help="require this bearer key (prefer BOOKREC_API_KEY in the environment: "
+        "a command-line key is visible to other local users)",
+    )
+    server.add_argument(
+        "--served-model-name",
+        type=_served_name,
+        help="id shown by /v1/models (no ':'); responses still report the model path",
+    )
+    server.add_argument(
+        "--context-length",
+        type=_positive_int,
+        help="maximum tokens per input (default: the model's, 32768); e.g. 8192",
+    )
+    server.add_argument(
+        "--mem-fraction-static",
+        type=_fraction,
+        help="GPU memory fraction for weights and KV cache (SGLang only; lower it to share a GPU)",
+    )
+    server.add_argument(
+        "--max-prefill-tokens",
+        type=_positive_int,
+        help="tokens per prefill batch, e.g. 32768 (SGLang); the batch token budget with --cpu",
+    )
+    server.add_argument(
+        "--enable-metrics",
+        action="store_true",
+        help="expose Prometheus /metrics (SGLang only)",
+    )
+
+    mode = parser.add_argument_group("mode")
+    mode.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run deploy/cpu_server.py (transformers + torch on CPU) instead of SGLang",
+    )
+    mode.add_argument(
+        "--gpus",
+        type=_gpu_list,
+        metavar="I,J,...",
+        help=(
+            "one SGLang worker per listed GPU (CUDA_VISIBLE_DEVICES=i, port worker-base-port+i, "
+            "bound to 127.0.0.1) behind the smg gateway on --host:--port"
+        ),
+    )
+    mode.add_argument(
+        "--worker-base-port",
+        type=_port,
+        default=DEFAULT_WORKER_BASE_PORT,
+        help=f"with --gpus, GPU i listens on this port + i (default {DEFAULT_WORKER_BASE_PORT})",
+    )
+    mode.add_argument(
+        "--policy",
+        choices=GATEWAY_POLICIES,
+        default="round_robin",
+        help="gateway load-balancing policy with --gpus (default round_robin)",
+    )
+
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the exact command line(s), shell-quoted, and exit",
+    )
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for readiness (with --gpus the workers are still awaited "
+        "before the gateway starts)",
+    )
+    run.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for readiness (default {DEFAULT_WAIT_TIMEOUT:.0f}; a first run "
+        "downloads the weights)",
+    )
+    return parser
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Parsed command line plus what follows `--`."""
+
+    args: argparse.Namespace
+    passthrough: tuple[str, ...]
+    api_key: str | None
+    model: str
+    matryoshka: dict[str, object] | None
+    notes: tuple[str, ...]
+
+
+def resolve_model(name: str) -> tuple[str, tuple[int, ...] | None]:
+    """Map a preset name or a preset's hub id to (model path, Matryoshka widths)."""
+    for preset, (hub_id, dims) in PRESETS.items():
+        if name.lower() in (preset.lower(), hub_id.lower()):
+            return hub_id if name.lower() == preset.lower() else name, dims
+    return name, None
+
+
+def api_key_from(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
+    if args.api_key:
+        return str(args.api_key)
+    for var in API_KEY_ENV_VARS:
+        if environ.get(var):
+            return environ[var]
+    return None
+
+
+def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
+    argv = list(argv)
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cpu and args.gpus is not None:
+        parser.error("--cpu and --gpus exclude each other")
+    if args.wait_timeout <= 0:
+        parser.error("--wait-timeout must be positive")
+    if args.gpus is not None and len(args.gpus) > 1:
+        ports = [args.worker_base_port + gpu for gpu in args.gpus]
+        if max(ports) > 65535:
+            parser.error(f"worker ports {ports} do not fit: lower --worker-base-port")
+        if args.port in ports:
+            parser.error(f"--port {args.port} collides with a worker port ({ports})")
+
+    model, preset_dims = resolve_model(args.model)
+    notes: list[str] = []
+    matryoshka: dict[str, object] | None = None
+    if args.dimensions_list:
+        matryoshka = {"matryoshka_dimensions": args.dimensions_list}
+    elif args.any_dimension:
+        matryoshka = {"is_matryoshka": True}
+    elif args.no_matryoshka:
+        matryoshka = None
+    elif preset_dims is not None:
+        matryoshka = {"matryoshka_dimensions": list(preset_dims)}
+    elif not args.cpu:
+        notes.append(
+            f"{model} is not a preset, so `dimensions` requests will be refused (400); "
+            "pass --dimensions-list or --any-dimension if the model supports Matryoshka widths"
+        )
+    overridden = any(arg.startswith("--json-model-override-args") for arg in passthrough)
+    if overridden and not args.cpu:
+        if matryoshka is not None:
+            notes.append(
+                "--json-model-override-args given after `--` replaces the Matryoshka override "
+                "this script would add"
+            )
+        matryoshka = None
+
+    if args.cpu:
+        ignored = [
+            flag
+            for flag, value in (
+                ("--mem-fraction-static", args.mem_fraction_static),
+                ("--enable-metrics", args.enable_metrics),
+            )
+            if value
+        ]
+        if ignored:
+            notes.append(f"{', '.join(ignored)} apply to SGLang only; ignored with --cpu")
+
+    api_key = api_key_from(args, environ)
+    if not api_key and not is_loopback(args.host):
+        notes.append(
+            f"warning: listening on {args.host} without an API key: anyone who can reach port "
+            f"{args.port} can use the service; set BOOKREC_API_KEY (or --api-key)"
+        )
+    return Options(args, tuple(passthrough), api_key, model, matryoshka, tuple(notes))
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connect_host(host: str) -> str:
+    """An address a local client can use to reach a server listening on `host`."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def base_url(host: str, port: int) -> str:
+    host = connect_host(host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """One process the launcher starts: its command, extra environment and probe."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    url: str = ""
+    ready_paths: tuple[str, ...] = ("/ready", "/health_generate")
+    secret: str | None = None
+
+    def display(self) -> str:
+        """The command as one shell line, with the API key masked."""
+
+        def mask(text: str) -> str:
+            return MASKED if self.secret and text == self.secret else text
+
+        words = [f"{key}={shlex.quote(mask(value))}" for key, value in self.env]
+        words += [shlex.quote(mask(arg)) for arg in self.argv]
+        return " ".join(words)
+
+
+def sglang_command() -> tuple[list[str], bool]:
+    """How to run SGLang here, and whether it is installed at all."""
+    exe = shutil.which("sglang")
+    if exe:
+        return ["sglang", "serve"], True
+    if importlib.util.find_spec("sglang") is not None:
+        # Older images lack the `sglang` console script; the module entry point takes the
+        # same flags (it only prints a deprecation notice).
+        return [sys.executable, "-m", "sglang.launch_server"], True
+    return ["sglang", "serve"], False
+
+
+def sglang_args(opts: Options, host: str, port: int) -> list[str]:
+    args = opts.args
+    argv = [
+        "--model-path",
+        opts.model,
+        "--is-embedding",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--disable-radix-cache",
+        "--chunked-prefill-size",
+        "-1",
+    ]
+    if args.revision:
+        argv += ["--revision", args.revision]
+    if args.served_model_name:
+        argv += ["--served-model-name", args.served_model_name]
+    if args.context_length:
+        argv += ["--context-length", str(args.context_length)]
+    if args.mem_fraction_static:
+        argv += ["--mem-fraction-static", str(args.mem_fraction_static)]
+    if args.max_prefill_tokens:
+        argv += ["--max-prefill-tokens", str(args.max_prefill_tokens)]
+    if opts.matryoshka is not None:
+        argv += ["--json-model-override-args", json.dumps(opts.matryoshka, separators=(",", ":"))]
+    if opts.api_key:
+        argv += ["--api-key", opts.api_key]
+    if args.enable_metrics:
+        argv.append("--enable-metrics")
+    return argv + list(opts.passthrough)
+
+
+def plan(opts: Options) -> list[Process]:
+    """The processes to start, in start order."""
+    args = opts.args
+    url = base_url(args.host, args.port)
+    if args.cpu:
+        argv = [
+            sys.executable,
+            str(CPU_SERVER),
+            "--model",
+            opts.model,
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+        ]
+        if args.revision:
+            argv += ["--revision", args.revision]
+        if args.served_model_name:
+            argv += ["--served-model-name", args.served_model_name]
+        if args.context_length:
+            argv += ["--context-length", str(args.context_length)]
+        if args.max_prefill_tokens:
+            argv += ["--max-batch-tokens", str(args.max_prefill_tokens)]
+        if opts.matryoshka and "matryoshka_dimensions" in opts.matryoshka:
+            dims = opts.matryoshka["matryoshka_dimensions"]
+            assert isinstance(dims, list)
+            argv += ["--matryoshka-dimensions", ",".join(str(d) for d in dims)]
+        elif args.no_matryoshka:
+            argv.append("--no-matryoshka")
+        argv += opts.passthrough
+        # The key travels in the environment, not on the command line (where `ps` shows it).
+        env = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        return [Process("cpu server", tuple(argv), env, url, secret=opts.api_key)]
+
+    launcher, _ = sglang_command()
+    gpus = args.gpus
+    if gpus is None or len(gpus) == 1:
+        env = (("CUDA_VISIBLE_DEVICES", str(gpus[0])),) if gpus else ()
+        argv = launcher + sglang_args(opts, args.host, args.port)
+        return [Process("sglang", tuple(argv), env, url, secret=opts.api_key)]
+
+    workers = []
+    for gpu in gpus:
+        port = args.worker_base_port + gpu
+        argv = launcher + sglang_args(opts, "127.0.0.1", port)
+        workers.append(
+            Process(
+                f"worker on GPU {gpu}",
+                tuple(argv),
+                (("CUDA_VISIBLE_DEVICES", str(gpu)),),
+                base_url("127.0.0.1", port),
+                secret=opts.api_key,
+            )
+        )
+    gateway = ["smg", "launch", "--worker-urls", *(w.url for w in workers)]
+    gateway += ["--policy", args.policy, "--host", args.host, "--port", str(args.port)]
+    if opts.api_key:
+        # Workers listed on the gateway's command line are called with the gateway's key.
+        gateway += ["--api-key", opts.api_key]
+    return [
+        *workers,
+        Process(
+            "gateway",
+            tuple(gateway),
+            url=url,
+            ready_paths=("/readiness", "/health"),
+            secret=opts.api_key,
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def visible_gpus() -> int | None:
+    """Number of NVIDIA GPUs visible, or None when that cannot be told."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "-L"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return 0
+        if out.returncode != 0:
+            return 0
+        return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    devices = list(Path("/dev").glob("nvidia[0-9]*"))
+    return len(devices) if devices else 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be listened on, or None when it is free."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r}: {exc}"
+    family, socktype, proto, _, address = infos[0]
+    with socket.socket(family, socktype, proto) as sock:
+        # Servers set SO_REUSEADDR too, so only a live listener makes this bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == 98 or "in use" in str(exc).lower():
+                return f"port {port} on {host} is already in use (another server running?)"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def preflight(opts: Options) -> list[str]:
+    """Everything that would make the launch fail, as messages for the user."""
+    args = opts.args
+    problems: list[str] = []
+    if args.cpu:
+        if not CPU_SERVER.is_file():
+            problems.append(f"{CPU_SERVER} is missing")
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            problems.append(
+                f"{' and '.join(missing)} not installed for {sys.executable}: {INSTALL_CPU_HINT}"
+            )
+    else:
+        _, installed = sglang_command()
+        if not installed:
+            problems.append(f"SGLang is not installed (no `sglang` command): {INSTALL_SGLANG_HINT}")
+        count = visible_gpus()
+        if count == 0:
+            problems.append(
+                "no NVIDIA GPU is visible (nvidia-smi finds none): run on a GPU host, or start "
+                "the CPU server with --cpu"
+            )
+        elif count is not None and args.gpus:
+            absent = [gpu for gpu in args.gpus if gpu >= count]
+            if absent:
+                problems.append(f"--gpus lists {absent} but only {count} GPU(s) are visible")
+        if args.gpus and len(args.gpus) > 1 and shutil.which("smg") is None:
+            problems.append(f"--gpus needs the `smg` gateway command: {INSTALL_SMG_HINT}")
+    endpoints = [(args.host, args.port)]
+    if not args.cpu and args.gpus and len(args.gpus) > 1:
+        endpoints += [("127.0.0.1", args.worker_base_port + gpu) for gpu in args.gpus]
+    for host, port in endpoints:
+        problem = port_problem(host, port)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+# --------------------------------------------------------------------------- running
+
+
+def say(message: str) -> None:
+    print(f"[launch_server] {message}", file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if the launcher itself is killed (Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    """Starts processes, waits for readiness, and stops them all on a signal or a death."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[Process, subprocess.Popen[bytes]]] = []
+        self.stop_requested = threading.Event()
+        self.signal_count = 0
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: object) -> None:
+            self.signal_count += 1
+            if self.signal_count == 1:
+                say(f"received {signal.Signals(signum).name}: stopping the service")
+            self.stop_requested.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
+
+    def start(self, process: Process) -> None:
+        env = dict(os.environ)
+        env.update(process.env)
+        say(f"starting {process.name}: {process.display()}")
+        popen = subprocess.Popen(
+            list(process.argv),
+            env=env,
+            # A session of its own: the launcher decides when children stop, and a stop
+            # signal reaches every process the child spawned (SGLang runs several).
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        self.children.append((process, popen))
+
+    def dead_child(self) -> tuple[Process, int] | None:
+        for process, popen in self.children:
+            code = popen.poll()
+            if code is not None:
+                return process, code
+        return None
+
+    def wait_ready(self, process: Process, timeout: float) -> None:
+        """Poll the process's readiness paths until one answers 200.
+
+        The first path is preferred; a 404 there (an older server) moves on to the next one.
+        """
+        paths = list(process.ready_paths)
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        last_report = started
+        say(f"waiting for {process.name} at {process.url}{paths[0]} (up to {timeout:.0f} s)")
+        while True:
+            if self.stop_requested.is_set():
+                raise LaunchError("stopped while waiting for readiness")
+            dead = self.dead_child()
+            if dead:
+                name, code = dead[0].name, dead[1]
+                raise LaunchError(f"{name} exited with status {code} before it was ready")
+            status = probe(process.url + paths[0])
+            if status == 200:
+                return
+            if status == 404 and len(paths) > 1:
+                say(f"{paths[0]} is not served here; polling {paths[1]} instead")
+                paths.pop(0)
+                continue
+            now = time.monotonic()
+            if now >= deadline:
+                raise LaunchError(
+                    f"{process.name} was not ready after {timeout:.0f} s "
+                    "(raise --wait-timeout for a first download of large weights)"
+                )
+            if now - last_report >= 30:
+                say(f"still waiting for {process.name} ({now - started:.0f} s)")
+                last_report = now
+            self.stop_requested.wait(1.0)
+
+    def supervise(self) -> int:
+        """Block until a stop is asked for or a child dies; return the exit status."""
+        while not self.stop_requested.wait(0.5):
+            dead = self.dead_child()
+            if dead:
+                process, code = dead
+                say(f"{process.name} exited with status {code}; stopping the others")
+                self.stop_all()
+                return exit_status(code) or 1
+        self.stop_all()
+        return 0
+
+    def stop_all(self) -> None:
+        for process, popen in reversed(self.children):
+            if popen.poll() is None:
+                say(f"stopping {process.name} (pid {popen.pid})")
+                _signal_group(popen, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process, popen in reversed(self.children):
+            remaining = deadline - time.monotonic()
+            try:
+                popen.wait(timeout=max(remaining, 0.1))
+            except subprocess.TimeoutExpired:
+                say(f"{process.name} did not stop in {STOP_GRACE_SECONDS:.0f} s: killing it")
+                _signal_group(popen, signal.SIGKILL)
+                popen.wait()
+        # Helpers a child left behind in its process group go too.
+        for _, popen in self.children:
+            _signal_group(popen, signal.SIGKILL)
+
+
+def _signal_group(popen: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(popen.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def exit_status(code: int) -> int:
+    return 128 - code if code < 0 else code
+
+
+def probe(url: str) -> int | None:
+    """HTTP status of GET url, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def ready_message(opts: Options, processes: list[Process]) -> str:
+    args = opts.args
+    url = base_url(args.host, args.port)
+    name = args.served_model_name or opts.model
+    auth = ' -H "Authorization: Bearer $BOOKREC_API_KEY"' if opts.api_key else ""
+    body = json.dumps(
+        {
+            "model": name,
+            "input": [
+                "Instruct: Given a reader's request, retrieve books that match it\n"
+                "Query:a cozy mystery set in a bookshop"
+            ],
+        }
+    ).replace("'", "'\"'\"'")
+    workers = len(processes) - 1
+    kind = "CPU server" if args.cpu else "SGLang"
+    if workers:
+        kind = f"{workers} SGLang workers behind the gateway"
+    lines = [
+        f"Embedding service ready: {url}/v1 (model {opts.model}, {kind})",
+        f"  export BOOKREC_BASE_URL={url}/v1",
+        f"  curl -s {url}/v1/embeddings -H 'Content-Type: application/json'{auth} -d '{body}'",
+    ]
+    if not is_loopback(args.host):
+        lines.append(f"  (listening on {args.host}: other machines use this host's address)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_options(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    processes = plan(opts)
+    for note in opts.notes:
+        say(note)
+
+    if opts.args.dry_run:
+        problems = preflight(opts)
+        for problem in problems:
+            say(f"note: a real launch would fail here: {problem}")
+        for process in processes:
+            if len(processes) > 1:
+                print(f"# {process.name}")
+            print(process.display())
+        return 0
+
+    problems = preflight(opts)
+    if problems:
+        for problem in problems:
+            say(f"error: {problem}")
+        return 1
+
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    try:
+        for process in processes:
+            if process.name == "gateway":
+                # The gateway checks its workers when it starts: they must be up first.
+                for worker, _ in supervisor.children:
+                    supervisor.wait_ready(worker, opts.args.wait_timeout)
+            supervisor.start(process)
+        if opts.args.no_wait:
+            say("started; not waiting for readiness (--no-wait)")
+        else:
+            supervisor.wait_ready(processes[-1], opts.args.wait_timeout)
+            print(ready_message(opts, processes), flush=True)
+    except LaunchError as exc:
+        stopped = supervisor.stop_requested.is_set()
+        if not stopped:
+            say(f"error: {exc}")
+        supervisor.stop_all()
+        return 0 if stopped else 1
+    return supervisor.supervise()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
