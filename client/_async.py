@@ -1,0 +1,172 @@
+"""``AsyncEmbeddingClient``: the asyncio driver of the shared request flow in ``_core``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import openai
+
+from ._cache import EmbeddingCache
+from ._config import ClientConfig
+from ._constants import PLACEHOLDER_API_KEY
+from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep
+from ._types import ModelIdentity, ProgressCallback, Vectors
+
+__all__ = ["AsyncEmbeddingClient"]
+
+
+class AsyncEmbeddingClient:
+    """The asynchronous twin of :class:`client.EmbeddingClient` (same behaviour, ``await``).
+
+    Batches run as tasks, at most ``config.max_concurrency`` at once per client (a semaphore).
+    The SQLite cache, when used, is read and written inline: its operations take milliseconds.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        cache: EmbeddingCache | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config if config is not None else ClientConfig.from_env()
+        self._owns_cache = cache is None and self._config.cache_path is not None
+        if self._owns_cache and self._config.cache_path is not None:
+            cache = EmbeddingCache(self._config.cache_path)
+        self._cache = cache
+        self._engine = Engine(self._config, cache, clock)
+        self._sleep = sleep
+        timeout = openai.Timeout(self._config.timeout, connect=self._config.connect_timeout)
+        self._sdks = [
+            openai.AsyncOpenAI(
+                base_url=ep.base_url,
+                api_key=ep.api_key or PLACEHOLDER_API_KEY,
+                max_retries=0,
+                timeout=timeout,
+            )
+            for ep in self._config.endpoints
+        ]
+        self._slots = asyncio.Semaphore(self._config.max_concurrency)
+        self._closed = False
+
+    # -- public API -----------------------------------------------------------------------
+    @property
+    def config(self) -> ClientConfig:
+        return self._config
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        """Model and width of the vectors, known after the first response (or from the cache)."""
+        return self._engine.identity
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        return self._cache
+
+    async def embed_documents(
+        self, texts: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> Vectors:
+        """Vectors for documents (books): an (n, d) float32 array, row i for ``texts[i]``."""
+        return await self._embed(texts, "document", None, progress)
+
+    async def embed_queries(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Vectors:
+        """Vectors for queries, formatted with ``instruction`` (default: the configured one)."""
+        return await self._embed(texts, "query", instruction, progress)
+
+    async def probe(self) -> ModelIdentity:
+        """The model identity, making one tiny request if it is not known yet."""
+        identity = self._engine.identity
+        if identity is not None:
+            return identity
+        await self._run(self._engine.batch_flow(["ping"], [0], self._engine.start_call()))
+        identity = self._engine.identity
+        assert identity is not None  # set by the response
+        return identity
+
+    async def close(self) -> None:
+        """Close the HTTP clients (and the cache when the client opened it)."""
+        if self._closed:
+            return
+        self._closed = True
+        for sdk in self._sdks:
+            await sdk.close()
+        if self._owns_cache and self._cache is not None:
+            self._cache.close()
+
+    async def __aenter__(self) -> AsyncEmbeddingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        urls = [ep.base_url for ep in self._config.endpoints]
+        return f"{type(self).__name__}(endpoints={urls!r}, model={self._config.model!r})"
+
+    # -- driver ---------------------------------------------------------------------------
+    async def _embed(
+        self,
+        texts: Sequence[str],
+        role: Role,
+        instruction: str | None,
+        progress: ProgressCallback | None,
+    ) -> Vectors:
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        job = self._engine.prepare(texts, role, instruction)
+        call = self._engine.start_call()
+        if progress is not None:
+            progress(job.done, job.total)
+        tasks = [asyncio.ensure_future(self._run_batch(job, batch, call)) for batch in job.batches]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                batch, vectors = await next_done
+                self._engine.store(job, batch, vectors)
+                if progress is not None:
+                    progress(job.done, job.total)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self._engine.finish(job)
+
+    async def _run_batch(self, job: Job, batch: list[int], call: Call) -> tuple[list[int], Vectors]:
+        texts, origins = job.inputs(batch)
+        async with self._slots:
+            return batch, await self._run(self._engine.batch_flow(texts, origins, call))
+
+    async def _run(self, flow: Flow) -> Vectors:
+        outcome: Outcome = None
+        try:
+            action = next(flow)
+            while True:
+                if isinstance(action, Sleep):
+                    await self._sleep(action.seconds)
+                    outcome = None
+                else:
+                    outcome = await self._send(action)
+                action = flow.send(outcome)
+        except StopIteration as done:
+            result: Vectors = done.value
+            return result
+        finally:
+            flow.close()
+
+    async def _send(self, request: Request) -> Outcome:
+        sdk = self._sdks[request.endpoint]
+        try:
+            raw = await sdk.embeddings.with_raw_response.create(
+                **request.kwargs, timeout=request.timeout
+            )
+        except openai.OpenAIError as exc:
+            return exc
+        return raw.content

@@ -1,0 +1,306 @@
+"""Configuration: frozen dataclasses, and ``ClientConfig.from_env()`` with one prefix."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from ._constants import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BREAKER_COOLDOWN,
+    DEFAULT_BREAKER_THRESHOLD,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DEADLINE,
+    DEFAULT_INITIAL_WAIT,
+    DEFAULT_INSTRUCTION,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    KNOWN_MODEL_WIDTHS,
+    MIN_DIMENSIONS,
+)
+from ._exceptions import ConfigurationError
+
+__all__ = ["ClientConfig", "Endpoint", "PromptTemplate", "RetryPolicy"]
+
+EncodingFormat = Literal["float", "base64"]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One OpenAI-compatible server, e.g. ``Endpoint("http://127.0.0.1:30000/v1")``.
+
+    A URL without a path gets ``/v1`` appended; a trailing ``/`` is dropped. The API key goes
+    out as a bearer token and is never shown by ``repr``.
+    """
+
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        url = self.base_url.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(
+                f"endpoint URL must look like http://host:port/v1, got {self.base_url!r}"
+            )
+        if not parts.path:
+            url += "/v1"
+        object.__setattr__(self, "base_url", url)
+        if self.api_key is not None and not self.api_key.strip():
+            object.__setattr__(self, "api_key", None)
+
+    def __repr__(self) -> str:
+        key = "***" if self.api_key else None
+        return f"Endpoint(base_url={self.base_url!r}, api_key={key!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries (tenacity, exponential backoff with jitter) and the per-endpoint circuit breaker.
+
+    ``max_attempts`` counts the first try. ``max_retry_after`` caps how long a server's
+    ``Retry-After`` may make the client wait. The breaker opens after ``breaker_threshold``
+    consecutive failed attempts on an endpoint, skips it for ``breaker_cooldown`` seconds, then
+    lets one probe through.
+    """
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    initial_wait: float = DEFAULT_INITIAL_WAIT
+    max_wait: float = DEFAULT_MAX_WAIT
+    jitter: bool = True
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
+    breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN
+
+    def __post_init__(self) -> None:
+        _check(self.max_attempts >= 1, "retry.max_attempts must be >= 1")
+        _check(self.initial_wait >= 0, "retry.initial_wait must be >= 0")
+        _check(self.max_wait >= self.initial_wait, "retry.max_wait must be >= initial_wait")
+        _check(self.max_retry_after >= 0, "retry.max_retry_after must be >= 0")
+        _check(self.breaker_threshold >= 1, "retry.breaker_threshold must be >= 1")
+        _check(self.breaker_cooldown >= 0, "retry.breaker_cooldown must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    """How texts are turned into model inputs; data only, so other model families need no code.
+
+    Qwen3-Embedding (the default): queries are ``"Instruct: {instruction}\\nQuery:{text}"``
+    (no space after ``Query:``), documents are the bare text. ``symmetric=True`` formats
+    documents like queries with the default instruction (book-to-book similarity).
+    e5-style models: ``PromptTemplate(query="query: {text}", document="passage: {text}")``.
+    """
+
+    query: str = "Instruct: {instruction}\nQuery:{text}"
+    document: str = "{text}"
+    instruction: str = DEFAULT_INSTRUCTION
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("query", "document"):
+            fields = _template_fields(getattr(self, name), name)
+            _check("text" in fields, f"prompts.{name} must contain {{text}}")
+            _check(
+                fields <= {"text", "instruction"},
+                f"prompts.{name} may only use {{text}} and {{instruction}}",
+            )
+
+    def format_query(self, text: str, instruction: str | None = None) -> str:
+        """The model input for a query, with ``instruction`` (default: ``self.instruction``)."""
+        chosen = self.instruction if instruction is None else instruction
+        return self.query.format(instruction=chosen, text=text)
+
+    def format_document(self, text: str) -> str:
+        """The model input for a document (formatted like a query when symmetric)."""
+        if self.symmetric:
+            return self.format_query(text)
+        return self.document.format(instruction=self.instruction, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Everything the client needs; build it directly, with ``from_env()`` or ``with_options()``.
+
+    - ``endpoints``: tried in order; later ones are fallbacks and must serve the same model
+      and dimension.
+    - ``model``: sent as ``model`` (SGLang does not check it; a ``:`` in it selects a LoRA
+      adapter there). The identity of the vectors is what the server reports.
+    - ``dimensions``: Matryoshka width, 32 up to the model's width; ``None`` for the full width.
+    - ``timeout`` / ``connect_timeout``: per request, seconds. ``deadline``: per public call
+      (all batches, retries and fallbacks included), ``None`` for none.
+    - ``batch_size`` / ``max_batch_tokens``: a batch ends at whichever is reached first
+      (tokens are estimated, a CJK character counting as one).
+    - ``max_input_tokens``: per text, end-of-text token included; longer texts are truncated
+      on the client with a warning.
+    - ``max_concurrency``: batches in flight at once per client.
+    - ``cache_path``: an SQLite file for a persistent cache, or ``None``.
+    - ``encoding_format``: ``"base64"`` (about 3x smaller) or ``"float"``; both are parsed.
+    """
+
+    endpoints: tuple[Endpoint, ...] = (Endpoint(DEFAULT_BASE_URL),)
+    model: str = DEFAULT_MODEL
+    dimensions: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    deadline: float | None = DEFAULT_DEADLINE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prompts: PromptTemplate = field(default_factory=PromptTemplate)
+    cache_path: str | None = None
+    encoding_format: EncodingFormat = "base64"
+
+    def __post_init__(self) -> None:
+        endpoints: Any = self.endpoints
+        if isinstance(endpoints, str | Endpoint):
+            endpoints = (endpoints,)
+        endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in endpoints)
+        _check(len(endpoints) > 0, "at least one endpoint is required")
+        _check(
+            all(isinstance(e, Endpoint) for e in endpoints), "endpoints must be Endpoint objects"
+        )
+        object.__setattr__(self, "endpoints", endpoints)
+        if self.cache_path is not None:
+            object.__setattr__(self, "cache_path", os.fspath(self.cache_path))
+        _check(bool(self.model.strip()), "model must not be empty")
+        _check(_positive(self.timeout), "timeout must be a positive number of seconds")
+        _check(_positive(self.connect_timeout), "connect_timeout must be positive")
+        _check(self.deadline is None or _positive(self.deadline), "deadline must be positive")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.max_batch_tokens >= 1, "max_batch_tokens must be >= 1")
+        _check(self.max_input_tokens >= 16, "max_input_tokens must be >= 16")
+        _check(self.max_concurrency >= 1, "max_concurrency must be >= 1")
+        _check(
+            self.encoding_format in ("float", "base64"),
+            f"encoding_format must be 'float' or 'base64', got {self.encoding_format!r}",
+        )
+        if self.dimensions is not None:
+            _check(
+                isinstance(self.dimensions, int) and self.dimensions >= MIN_DIMENSIONS,
+                f"dimensions must be an integer >= {MIN_DIMENSIONS}, got {self.dimensions!r}",
+            )
+            width = known_model_width(self.model)
+            _check(
+                width is None or self.dimensions <= width,
+                f"dimensions={self.dimensions} exceeds the width of {self.model} ({width})",
+            )
+
+    def with_options(self, **changes: Any) -> ClientConfig:
+        """A copy with some fields changed (validated again)."""
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from exc
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "BOOKREC_", environ: Mapping[str, str] | None = None
+    ) -> ClientConfig:
+        """Read the configuration from environment variables, all starting with ``prefix``.
+
+        ``BASE_URL`` (comma-separated, in fallback order), ``API_KEY``, ``MODEL``,
+        ``DIMENSIONS``, ``TIMEOUT``, ``CONNECT_TIMEOUT``, ``DEADLINE`` (``none`` for none),
+        ``BATCH_SIZE``, ``MAX_BATCH_TOKENS``, ``MAX_INPUT_TOKENS``, ``MAX_CONCURRENCY``,
+        ``CACHE_PATH``, ``ENCODING_FORMAT``, ``MAX_ATTEMPTS``, ``INSTRUCTION``, ``SYMMETRIC``.
+        Unset variables keep their defaults.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(prefix + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        def parse(name: str, convert: Callable[[str], _T]) -> _T | None:
+            raw = get(name)
+            if raw is None:
+                return None
+            try:
+                return convert(raw)
+            except ValueError:
+                raise ConfigurationError(f"{prefix}{name} has an invalid value {raw!r}") from None
+
+        changes: dict[str, Any] = {}
+        api_key = env.get(prefix + "API_KEY")
+        urls = [u.strip() for u in (get("BASE_URL") or DEFAULT_BASE_URL).split(",") if u.strip()]
+        changes["endpoints"] = tuple(Endpoint(u, api_key) for u in urls)
+        simple: dict[str, tuple[str, Callable[[str], Any]]] = {
+            "model": ("MODEL", str),
+            "dimensions": ("DIMENSIONS", int),
+            "timeout": ("TIMEOUT", float),
+            "connect_timeout": ("CONNECT_TIMEOUT", float),
+            "batch_size": ("BATCH_SIZE", int),
+            "max_batch_tokens": ("MAX_BATCH_TOKENS", int),
+            "max_input_tokens": ("MAX_INPUT_TOKENS", int),
+            "max_concurrency": ("MAX_CONCURRENCY", int),
+            "cache_path": ("CACHE_PATH", str),
+            "encoding_format": ("ENCODING_FORMAT", str),
+        }
+        for attr, (name, convert) in simple.items():
+            value = parse(name, convert)
+            if value is not None:
+                changes[attr] = value
+        deadline = get("DEADLINE")
+        if deadline is not None:
+            changes["deadline"] = (
+                None if deadline.lower() in ("none", "0", "off") else parse("DEADLINE", float)
+            )
+        attempts = parse("MAX_ATTEMPTS", int)
+        if attempts is not None:
+            changes["retry"] = RetryPolicy(max_attempts=attempts)
+        instruction = get("INSTRUCTION")
+        symmetric = parse("SYMMETRIC", _parse_bool)
+        if instruction is not None or symmetric is not None:
+            prompt_changes: dict[str, Any] = {}
+            if instruction is not None:
+                prompt_changes["instruction"] = instruction
+            if symmetric is not None:
+                prompt_changes["symmetric"] = symmetric
+            changes["prompts"] = dataclasses.replace(PromptTemplate(), **prompt_changes)
+        return cls(**changes)
+
+
+def known_model_width(model: str) -> int | None:
+    """The full width of a known model family member (Qwen3-Embedding), else ``None``."""
+    name = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    return KNOWN_MODEL_WIDTHS.get(name)
+
+
+def _template_fields(template: str, name: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ConfigurationError(f"prompts.{name} is not a valid template: {exc}") from None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, int | float) and value > 0 and math.isfinite(value)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(message)

@@ -1,0 +1,36 @@
+"""Defaults for the embedding client (numbers follow the openai SDK where it has one)."""
+
+from __future__ import annotations
+
+DEFAULT_BASE_URL = "http://127.0.0.1:30000/v1"
+DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_DEADLINE = 600.0
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_TOKENS = 16384
+DEFAULT_MAX_INPUT_TOKENS = 8192
+DEFAULT_MAX_CONCURRENCY = 4
+
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_INITIAL_WAIT = 0.5
+DEFAULT_MAX_WAIT = 8.0
+DEFAULT_MAX_RETRY_AFTER = 30.0
+DEFAULT_BREAKER_THRESHOLD = 5
+DEFAULT_BREAKER_COOLDOWN = 30.0
+
+#: SGLang needs *some* bearer token in the SDK even when it checks none.
+PLACEHOLDER_API_KEY = "EMPTY"
+
+#: Qwen3-Embedding Matryoshka range: 32 up to the model's width.
+MIN_DIMENSIONS = 32
+KNOWN_MODEL_WIDTHS = {
+    "qwen3-embedding-0.6b": 1024,
+    "qwen3-embedding-4b": 2560,
+    "qwen3-embedding-8b": 4096,
+}
+
+DEFAULT_INSTRUCTION = (
+    "Given a reader's interests or a book description, retrieve descriptions of books "
+    "that the reader would enjoy"
+)

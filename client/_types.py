@@ -1,0 +1,72 @@
+"""Model identity and the embedder protocols the recommender codes against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["AsyncEmbedder", "Embedder", "ModelIdentity", "ProgressCallback", "Vectors"]
+
+#: ``progress(done, total)``: texts finished so far out of the texts of the call.
+ProgressCallback = Callable[[int, int], None]
+#: An (n, d) float32 matrix of unit rows.
+Vectors = NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """What makes vectors comparable: the model the server reports and the returned width.
+
+    ``model`` is the ``model`` field of the server's responses (SGLang: the model path, not the
+    served name); ``dimensions`` is the width of the vectors the client returns.
+    """
+
+    model: str
+    dimensions: int
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.dimensions}-d)"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns texts into unit float32 vectors (the client, fakes, TF-IDF)."""
+
+    @property
+    def identity(self) -> ModelIdentity | None: ...
+
+    def embed_documents(
+        self, texts: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> Vectors: ...
+
+    def embed_queries(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Vectors: ...
+
+
+@runtime_checkable
+class AsyncEmbedder(Protocol):
+    """The asynchronous twin of :class:`Embedder`."""
+
+    @property
+    def identity(self) -> ModelIdentity | None: ...
+
+    async def embed_documents(
+        self, texts: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> Vectors: ...
+
+    async def embed_queries(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Vectors: ...
