@@ -773,11 +773,11 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
         {
             "model": name,
             "input": [
-                "Instruct: Given a reader's request, retrieve books that match it\n"
+                "Instruct: Given a description of what a reader wants, retrieve matching books\n"
                 "Query:a cozy mystery set in a bookshop"
             ],
         }
-    ).replace("'", "'\"'\"'")
+    )
     workers = len(processes) - 1
     kind = "CPU server" if args.cpu else "SGLang"
     if workers:
