@@ -115,6 +115,8 @@ class _State:
     legacy: bool
     bf16: bool
     ready: bool = True
+    in_flight: int = 0
+    peak_in_flight: int = 0
     faults: deque[_Fault] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     log: list[RecordedRequest] = field(default_factory=list)
@@ -233,7 +235,13 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append(body)
             fault = state.faults.popleft() if state.faults else None
-        self._embeddings(body, fault)
+            state.in_flight += 1
+            state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            self._embeddings(body, fault)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
 
     def _models(self) -> dict[str, Any]:
         state = self.server.state
@@ -434,7 +442,7 @@ class FakeSGLang:
         dim: int = 64,
         api_key: str | None = None,
         matryoshka: bool | Sequence[int] | None = None,
-        max_input_tokens: int = 8185,
+        max_input_tokens: int = 32761,
         per_request_delay: float = 0.0,
         per_item_delay: float = 0.0,
         *,
@@ -528,6 +536,12 @@ class FakeSGLang:
             return len(self._state.requests)
 
     @property
+    def peak_in_flight(self) -> int:
+        """The most ``/v1/embeddings`` requests that were being served at the same time."""
+        with self._state.lock:
+            return self._state.peak_in_flight
+
+    @property
     def embedded_texts(self) -> list[str]:
         """Every input string received by ``/v1/embeddings``, flattened in arrival order."""
         texts: list[str] = []
@@ -542,6 +556,7 @@ class FakeSGLang:
             self._state.requests.clear()
             self._state.log.clear()
             self._state.faults.clear()
+            self._state.peak_in_flight = 0
 
     # -- knobs ----------------------------------------------------------------------------
     def _queue(self, fault: _Fault, times: int) -> None:
