@@ -1,0 +1,69 @@
+"""bookrec's recommender: catalogs, the vector index, ranking and recommendations with reasons.
+
+```python
+from client import ClientConfig, EmbeddingClient
+from recommender import Recommender, build_index, load_catalog
+
+catalog = load_catalog("books.jsonl")
+with EmbeddingClient(ClientConfig.from_env()) as embedder:
+    index, report = build_index("index", catalog, embedder)    # incremental
+    rec = Recommender(catalog, index, embedder)
+    rec.similar("en-0001", k=5)
+    rec.recommend(liked=["en-0001"], preferences=["slow-burn romance"], k=10)
+```
+"""
+
+from .adhoc import encode_texts, find_similar_items, recommend_items
+from .catalog import BOOK_TEXT_VERSION, Book, Catalog, book_text, content_hash, load_catalog
+from .errors import (
+    CatalogError,
+    CorruptIndexError,
+    EmptyProfileError,
+    IndexBuildError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    RecommenderError,
+    UnknownBookError,
+)
+from .index import IndexManifest, IndexReport, VectorIndex, build_index
+from .lexical import LexicalEmbedder, LexicalScorer
+from .recommend import (
+    FilterOptions,
+    Filters,
+    HybridScoring,
+    ProfileWeights,
+    Recommendation,
+    Recommender,
+)
+
+__all__ = [
+    "BOOK_TEXT_VERSION",
+    "Book",
+    "Catalog",
+    "CatalogError",
+    "CorruptIndexError",
+    "EmptyProfileError",
+    "FilterOptions",
+    "Filters",
+    "HybridScoring",
+    "IndexBuildError",
+    "IndexManifest",
+    "IndexMismatchError",
+    "IndexNotFoundError",
+    "IndexReport",
+    "LexicalEmbedder",
+    "LexicalScorer",
+    "ProfileWeights",
+    "Recommendation",
+    "Recommender",
+    "RecommenderError",
+    "UnknownBookError",
+    "VectorIndex",
+    "book_text",
+    "build_index",
+    "content_hash",
+    "encode_texts",
+    "find_similar_items",
+    "load_catalog",
+    "recommend_items",
+]
