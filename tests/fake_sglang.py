@@ -131,13 +131,47 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: _State) -> None:
         self.state = state
+        self.connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections too, as a real server process going away does."""
+        with self._connections_lock:
+            connections = list(self.connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Connections cut by ``stop()`` or by clients are expected; stay quiet about them."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "fake-sglang/0.5.23"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body are written separately: without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet; tests read ``requests`` instead."""
@@ -475,7 +509,7 @@ class FakeSGLang:
         server = _Server(("127.0.0.1", self._port), self._state)
         self._port = server.server_address[1]
         thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         thread.start()
         self._server, self._thread = server, thread
@@ -488,6 +522,7 @@ class FakeSGLang:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.close_connections()
         if thread is not None:
             thread.join(timeout=5)
 
