@@ -178,7 +178,9 @@ class ClientConfig:
         object.__setattr__(self, "endpoints", endpoints)
         if self.cache_path is not None:
             object.__setattr__(self, "cache_path", os.fspath(self.cache_path))
-        _check(bool(self.model.strip()), "model must not be empty")
+        _check(isinstance(self.retry, RetryPolicy), "retry must be a RetryPolicy")
+        _check(isinstance(self.prompts, PromptTemplate), "prompts must be a PromptTemplate")
+        _check(isinstance(self.model, str) and bool(self.model.strip()), "model must not be empty")
         _check(_positive(self.timeout), "timeout must be a positive number of seconds")
         _check(_positive(self.connect_timeout), "connect_timeout must be positive")
         _check(self.deadline is None or _positive(self.deadline), "deadline must be positive")

@@ -23,7 +23,14 @@ from typing import Any, Literal
 import numpy as np
 import openai
 from numpy.typing import NDArray
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_none,
+    wait_random,
+)
 
 from ._cache import EmbeddingCache, cache_key
 from ._config import ClientConfig, Endpoint
@@ -419,10 +426,9 @@ class Engine:
         self._identity_from_cache = False
         self._alias_checked = cache is None
         self._alias = f"{config.endpoints[0].base_url}|{config.model}|{config.dimensions}"
-        self._backoff = wait_exponential_jitter(
-            initial=policy.initial_wait,
-            max=policy.max_wait,
-            jitter=policy.initial_wait if policy.jitter else 0.0,
+        # initial_wait * 2**(attempt - 1), capped, plus up to initial_wait of random jitter
+        self._backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait) + (
+            wait_random(0, policy.initial_wait) if policy.jitter else wait_none()
         )
 
     # -- identity -------------------------------------------------------------------------

@@ -46,10 +46,8 @@ class FakeClock:
 
 def config_for(*servers: FakeSGLang | str, **changes: Any) -> ClientConfig:
     """A config for the given servers with deterministic backoff (0.5, 1, 2, ... no jitter)."""
-    endpoints = tuple(
-        Endpoint(s if isinstance(s, str) else s.base_url, changes.pop("api_key", None))
-        for s in servers
-    )
+    api_key = changes.pop("api_key", None)
+    endpoints = tuple(Endpoint(s if isinstance(s, str) else s.base_url, api_key) for s in servers)
     changes.setdefault("retry", RetryPolicy(jitter=False))
     changes.setdefault("timeout", 5.0)
     return ClientConfig(endpoints=endpoints, **changes)

@@ -1,0 +1,131 @@
+"""The fake server itself behaves like SGLang where bookrec depends on it (DESIGN facts)."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.fake_sglang import FakeSGLang, fake_token_count, fake_vector
+
+
+def post(server: FakeSGLang, body: object, **kwargs: object) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/embeddings", json=body, **kwargs)  # type: ignore[arg-type]
+
+
+def test_vectors_are_deterministic_unit_float32() -> None:
+    a, b = fake_vector("Dune", 32), fake_vector("Dune", 32)
+    assert a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-6
+    assert not np.allclose(a, fake_vector("Dune ", 32))
+
+
+def test_response_shape_and_model_path(fake_server: FakeSGLang) -> None:
+    body = post(fake_server, {"input": ["a", "b"], "model": "served-name"}).json()
+    assert body["model"] == "Qwen/Qwen3-Embedding-0.6B"  # the path, not the requested name
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert "id" not in body and "created" not in body
+    assert body["usage"]["prompt_tokens"] == fake_token_count("a") + fake_token_count("b")
+    np.testing.assert_allclose(body["data"][1]["embedding"], fake_vector("b", 64), atol=1e-7)
+
+
+def test_base64_is_little_endian_float32(fake_server: FakeSGLang) -> None:
+    body = post(fake_server, {"input": "a", "encoding_format": "base64"}).json()
+    vec = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_array_equal(vec, fake_vector("a", 64))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"input": ["ok", " "]}, "Input at index 1 cannot be empty or whitespace only"),
+        ({"input": "a", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": "a", "dimensions": 32}, "does not support matryoshka"),
+        ({"input": "a", "model": "qwen3:0.6b"}, "LoRA adapter '0.6b'"),
+        ({"input": "x" * 200}, "exceeds the maximum allowed length"),
+    ],
+)
+def test_flat_400_errors(body: dict[str, object], message: str) -> None:
+    with FakeSGLang(max_input_tokens=20) as server:
+        response = post(server, body)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["object"] == "error"
+    assert error["code"] == 400
+    assert error["type"] == "BadRequestError"
+    assert message in error["message"]
+
+
+def test_json_content_type_is_required(fake_server: FakeSGLang) -> None:
+    response = httpx.post(
+        f"{fake_server.base_url}/embeddings",
+        content=b'{"input": "a"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 400
+
+
+def test_unauthorized_body() -> None:
+    with FakeSGLang(api_key="k") as server:
+        response = post(server, {"input": "a"})
+        assert (response.status_code, response.json()) == (401, {"error": "Unauthorized"})
+        ok = post(server, {"input": "a"}, headers={"Authorization": "Bearer k"})
+        assert ok.status_code == 200
+
+
+def test_matryoshka_truncates_and_renormalises() -> None:
+    with FakeSGLang(dim=64, matryoshka=[32, 64]) as server:
+        body = post(server, {"input": "a", "dimensions": 32}).json()
+        refused = post(server, {"input": "a", "dimensions": 48})
+        too_wide = post(server, {"input": "a", "dimensions": 128})
+    vec = np.array(body["data"][0]["embedding"])
+    expected = fake_vector("a", 64)[:32]
+    np.testing.assert_allclose(vec, expected / np.linalg.norm(expected), atol=1e-6)
+    assert refused.status_code == 400
+    assert "greater than max embedding dimension: 64" in too_wide.json()["message"]
+
+
+def test_fault_knobs_apply_in_order(fake_server: FakeSGLang) -> None:
+    fake_server.fail_next(429, retry_after=3)
+    fake_server.wrong_count_next()
+    first = post(fake_server, {"input": ["a", "b"]})
+    second = post(fake_server, {"input": ["a", "b"]})
+    third = post(fake_server, {"input": ["a", "b"]})
+    assert (first.status_code, first.headers["retry-after"]) == (429, "3")
+    assert len(second.json()["data"]) == 1
+    assert len(third.json()["data"]) == 2
+    assert fake_server.embedding_request_count == 3
+
+
+def test_nan_is_null_in_float_json(fake_server: FakeSGLang) -> None:
+    fake_server.nan_next()
+    body = post(fake_server, {"input": ["a"]}).json()
+    assert body["data"][0]["embedding"][0] is None
+
+
+def test_legacy_servers_ignore_encoding_format() -> None:
+    with FakeSGLang(legacy=True) as server:
+        body = post(server, {"input": "a", "encoding_format": "base64"}).json()
+        assert isinstance(body["data"][0]["embedding"], list)
+        assert httpx.get(f"{server.root_url}/ready").status_code == 404
+
+
+def test_stop_refuses_and_start_serves_again(fake_server: FakeSGLang) -> None:
+    url = fake_server.base_url
+    fake_server.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{url}/embeddings", json={"input": "a"})
+    fake_server.start()
+    assert fake_server.base_url == url
+    assert post(fake_server, {"input": "a"}).status_code == 200
+
+
+def test_model_info_and_models(fake_server: FakeSGLang) -> None:
+    info = httpx.get(f"{fake_server.root_url}/model_info").json()
+    assert info["is_generation"] is False
+    assert info["embedding"]["supports_dimensions"] is False
+    models = httpx.get(f"{fake_server.base_url}/models").json()
+    assert models["data"][0]["id"] == "Qwen/Qwen3-Embedding-0.6B"
