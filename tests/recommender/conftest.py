@@ -1,0 +1,120 @@
+"""Fixtures for the recommender tests: a deterministic in-process embedder and tiny catalogs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from client import EmbeddingUnavailable, ModelIdentity
+from recommender import Book, Catalog
+
+
+def text_vector(text: str, dim: int) -> NDArray[np.float32]:
+    """A deterministic unit vector for a text."""
+    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return vec / np.linalg.norm(vec)
+
+
+class FakeEmbedder:
+    """Implements client.Embedder without HTTP and records every call.
+
+    ``vectors`` maps exact texts to vectors (normalised); other texts get :func:`text_vector`.
+    ``fail_after``: the call with this number (0-based) and every later one raise
+    EmbeddingUnavailable, like a client whose every endpoint is down.
+    """
+
+    def __init__(
+        self,
+        dim: int = 16,
+        *,
+        model: str = "fake/embedder",
+        vectors: Mapping[str, Sequence[float]] | None = None,
+        fail_after: int | None = None,
+        configured_dimensions: int | None = None,
+    ) -> None:
+        self.dim = dim
+        self.model = model
+        self.vectors = {k: np.asarray(v, dtype=np.float32) for k, v in (vectors or {}).items()}
+        self.fail_after = fail_after
+        self.calls: list[tuple[str, list[str], str | None]] = []
+        self._identity: ModelIdentity | None = None
+        if configured_dimensions is not None:
+            self.config = type("Config", (), {"dimensions": configured_dimensions})()
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        return self._identity
+
+    @property
+    def documents_embedded(self) -> list[str]:
+        return [t for kind, texts, _ in self.calls if kind == "documents" for t in texts]
+
+    def _embed(self, kind: str, texts: Sequence[str], instruction: str | None) -> NDArray[Any]:
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise EmbeddingUnavailable("every endpoint is down (fake)")
+        self.calls.append((kind, list(texts), instruction))
+        self._identity = ModelIdentity(self.model, self.dim)
+        rows = []
+        for text in texts:
+            vec = self.vectors.get(text)
+            rows.append(text_vector(text, self.dim) if vec is None else vec / np.linalg.norm(vec))
+        return np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def embed_documents(
+        self, texts: Sequence[str], *, progress: Callable[[int, int], None] | None = None
+    ) -> NDArray[Any]:
+        out = self._embed("documents", texts, None)
+        if progress is not None:
+            progress(len(texts), len(texts))
+        return out
+
+    def embed_queries(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> NDArray[Any]:
+        return self._embed("queries", texts, instruction)
+
+
+def make_books(n: int, *, prefix: str = "b") -> list[Book]:
+    return [
+        Book(
+            id=f"{prefix}{i:03d}",
+            title=f"Book number {i}",
+            authors=(f"Author {i % 7}",),
+            summary=f"A summary of book {i} about topic {i % 5}.",
+            tags=(f"topic-{i % 5}",),
+            language="en" if i % 2 else "zh",
+            year=1900 + i,
+            rating=round(1 + (i % 40) / 10, 1),
+            popularity=100 * i,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def small_catalog() -> Catalog:
+    return Catalog(make_books(30))
+
+
+def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
+    return path
