@@ -661,12 +661,14 @@ def model_not_found(name: str) -> dict[str, Any]:
 
 def parse_input(value: Any) -> tuple[list[str] | None, list[list[int]] | None]:
     """SGLang's input validation; returns (texts, None) or (None, token id lists)."""
+    if not value:
+        raise RequestError("Input cannot be empty")
     if isinstance(value, str):
         if not value.strip():
             raise RequestError("Input cannot be empty or whitespace only")
         return [value], None
-    if not isinstance(value, list) or not value:
-        raise RequestError("Input cannot be empty")
+    if not isinstance(value, list):
+        raise RequestError("Input must be a string, a list of strings or token ids")
     first = value[0]
     if isinstance(first, str):
         for i, item in enumerate(value):

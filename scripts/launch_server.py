@@ -709,7 +709,7 @@ class Supervisor:
             if now - last_report >= 30:
                 say(f"still waiting for {process.name} ({now - started:.0f} s)")
                 last_report = now
-            self.stop_requested.wait(1.0)
+            self.stop_requested.wait(0.5)
 
     def supervise(self) -> int:
         """Block until a stop is asked for or a child dies; return the exit status."""
@@ -724,19 +724,21 @@ class Supervisor:
         return 0
 
     def stop_all(self) -> None:
-        for process, popen in reversed(self.children):
-            if popen.poll() is None:
-                say(f"stopping {process.name} (pid {popen.pid})")
-                _signal_group(popen, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process, popen in reversed(self.children):
-            remaining = deadline - time.monotonic()
-            try:
-                popen.wait(timeout=max(remaining, 0.1))
-            except subprocess.TimeoutExpired:
-                say(f"{process.name} did not stop in {STOP_GRACE_SECONDS:.0f} s: killing it")
-                _signal_group(popen, signal.SIGKILL)
-                popen.wait()
+        """Stop the gateway (the last process, when there are several) first, then the rest."""
+        running = list(reversed(self.children))
+        for group in (running[:1], running[1:]):
+            for process, popen in group:
+                if popen.poll() is None:
+                    say(f"stopping {process.name} (pid {popen.pid})")
+                    _signal_group(popen, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            for process, popen in group:
+                try:
+                    popen.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    say(f"{process.name} did not stop in {STOP_GRACE_SECONDS:.0f} s: killing it")
+                    _signal_group(popen, signal.SIGKILL)
+                    popen.wait()
         # Helpers a child left behind in its process group go too.
         for _, popen in self.children:
             _signal_group(popen, signal.SIGKILL)

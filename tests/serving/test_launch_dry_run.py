@@ -1,0 +1,360 @@
+"""The launch script's dry run, checked argument by argument against SGLang 0.5.23's flags
+(shared/notes/sglang-serving.md sections 1, 5 and 9)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import CPU_SERVER, LAUNCH_PY, clean_env, run_launch
+
+DIMS_0_6B = [32, 64, 128, 256, 512, 768, 1024]
+DIMS_4B = [*DIMS_0_6B, 1536, 2048, 2560]
+DIMS_8B = [*DIMS_4B, 4096]
+# Flags that take no value, from SGLang's argument definitions.
+BOOLEAN_FLAGS = {"--is-embedding", "--disable-radix-cache", "--enable-metrics", "--no-matryoshka"}
+
+
+@dataclass
+class Command:
+    env: dict[str, str]
+    program: list[str]
+    flags: dict[str, str | bool | list[str]]
+    argv: list[str]
+
+
+def parse_command(line: str, program_words: int) -> Command:
+    """Split one printed command into env assignments, program and {flag: value}."""
+    words = shlex.split(line)
+    env: dict[str, str] = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    program, rest = words[:program_words], words[program_words:]
+    flags: dict[str, str | bool | list[str]] = {}
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        assert flag.startswith("--"), f"stray word {flag!r} in {line!r}"
+        assert flag not in flags, f"{flag} given twice in {line!r}"
+        values = []
+        i += 1
+        while i < len(rest) and not (rest[i].startswith("--") and rest[i] != "-1"):
+            values.append(rest[i])
+            i += 1
+        if flag in BOOLEAN_FLAGS:
+            assert not values, f"{flag} takes no value"
+            flags[flag] = True
+        elif flag == "--worker-urls":
+            flags[flag] = values
+        else:
+            assert len(values) == 1, f"{flag} expects one value, got {values}"
+            flags[flag] = values[0]
+    return Command(env, program, flags, words)
+
+
+def dry_run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    result = run_launch("--dry-run", *args, env=clean_env(**env))
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def commands(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+
+
+def sglang(*args: str, **env: str) -> Command:
+    lines = commands(dry_run(*args, **env))
+    assert len(lines) == 1, lines
+    return parse_command(lines[0], program_words=2)
+
+
+def matryoshka(cmd: Command) -> object:
+    value = cmd.flags.get("--json-model-override-args")
+    return None if value is None else json.loads(str(value))
+
+
+def test_default_command_is_sglang_serve_with_the_embedding_flags() -> None:
+    cmd = sglang()
+    assert cmd.program == ["sglang", "serve"]
+    assert cmd.env == {}
+    assert cmd.flags == {
+        "--model-path": "Qwen/Qwen3-Embedding-0.6B",
+        "--is-embedding": True,
+        "--host": "127.0.0.1",
+        "--port": "30000",
+        "--disable-radix-cache": True,
+        "--chunked-prefill-size": "-1",
+        "--json-model-override-args": json.dumps(
+            {"matryoshka_dimensions": DIMS_0_6B}, separators=(",", ":")
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "dims"),
+    [
+        ("0.6B", "Qwen/Qwen3-Embedding-0.6B", DIMS_0_6B),
+        ("4B", "Qwen/Qwen3-Embedding-4B", DIMS_4B),
+        ("8B", "Qwen/Qwen3-Embedding-8B", DIMS_8B),
+        ("8b", "Qwen/Qwen3-Embedding-8B", DIMS_8B),
+        ("Qwen/Qwen3-Embedding-4B", "Qwen/Qwen3-Embedding-4B", DIMS_4B),
+    ],
+)
+def test_presets_map_to_hub_ids_and_their_matryoshka_widths(
+    model: str, path: str, dims: list[int]
+) -> None:
+    cmd = sglang("--model", model)
+    assert cmd.flags["--model-path"] == path
+    assert matryoshka(cmd) == {"matryoshka_dimensions": dims}
+
+
+def test_custom_model_gets_no_override_and_a_note() -> None:
+    result = dry_run("--model", "/models/my-embedder")
+    cmd = parse_command(commands(result)[0], 2)
+    assert cmd.flags["--model-path"] == "/models/my-embedder"
+    assert "--json-model-override-args" not in cmd.flags
+    assert "--dimensions-list" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dimensions-list", "256,64,128"], {"matryoshka_dimensions": [64, 128, 256]}),
+        (["--any-dimension"], {"is_matryoshka": True}),
+        (["--model", "8B", "--no-matryoshka"], None),
+    ],
+)
+def test_matryoshka_choices(args: list[str], expected: object) -> None:
+    assert matryoshka(sglang("--model", "/models/x", *args)) == expected
+
+
+def test_every_server_option_becomes_its_sglang_flag() -> None:
+    cmd = sglang(
+        "--model",
+        "8B",
+        "--revision",
+        "abc123",
+        "--context-length",
+        "8192",
+        "--mem-fraction-static",
+        "0.5",
+        "--served-model-name",
+        "qwen3-embedding-8b",
+        "--max-prefill-tokens",
+        "32768",
+        "--enable-metrics",
+        "--port",
+        "30123",
+    )
+    assert cmd.flags["--revision"] == "abc123"
+    assert cmd.flags["--context-length"] == "8192"
+    assert cmd.flags["--mem-fraction-static"] == "0.5"
+    assert cmd.flags["--served-model-name"] == "qwen3-embedding-8b"
+    assert cmd.flags["--max-prefill-tokens"] == "32768"
+    assert cmd.flags["--enable-metrics"] is True
+    assert cmd.flags["--port"] == "30123"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--served-model-name", "qwen3-embedding:0.6b"], "contains ':'"),
+        (["--mem-fraction-static", "1.5"], "fraction"),
+        (["--context-length", "0"], "positive"),
+        (["--port", "70000"], "not a TCP port"),
+        (["--cpu", "--gpus", "0,1"], "exclude each other"),
+        (["--gpus", "0,1", "--port", "31001"], "collides"),
+        (["--gpus", "0,0"], "duplicate"),
+        (["--dimensions-list", "64,x"], "integers"),
+        (["--any-dimension", "--no-matryoshka"], "not allowed with"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(args: list[str], message: str) -> None:
+    result = run_launch("--dry-run", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_api_key_from_option_is_passed_but_printed_masked() -> None:
+    result = dry_run("--api-key", "s3cret-value")
+    cmd = parse_command(commands(result)[0], 2)
+    assert cmd.flags["--api-key"] == "***"
+    assert "s3cret-value" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("var", ["BOOKREC_API_KEY", "SGLANG_API_KEY"])
+def test_api_key_from_environment_is_masked(var: str) -> None:
+    result = dry_run(**{var: "env-secret"})
+    cmd = parse_command(commands(result)[0], 2)
+    assert cmd.flags["--api-key"] == "***"
+    assert "env-secret" not in result.stdout + result.stderr
+
+
+def test_exposed_host_without_key_warns() -> None:
+    result = dry_run("--host", "0.0.0.0")
+    assert "warning" in result.stderr
+    assert "without an API key" in result.stderr
+    assert "BOOKREC_API_KEY" in result.stderr
+    assert parse_command(commands(result)[0], 2).flags["--host"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [([], {}), (["--host", "0.0.0.0"], {"BOOKREC_API_KEY": "k"}), (["--host", "::1"], {})],
+)
+def test_no_warning_on_loopback_or_with_a_key(args: list[str], env: dict[str, str]) -> None:
+    assert "without an API key" not in dry_run(*args, **env).stderr
+
+
+def test_pass_through_arguments_come_last_verbatim() -> None:
+    extra = ["--dtype", "float16", "--log-level", "debug", "--attention-backend", "triton"]
+    result = dry_run("--model", "4B", "--", *extra)
+    words = shlex.split(commands(result)[0])
+    assert words[-len(extra) :] == extra
+
+
+def test_pass_through_model_override_replaces_ours() -> None:
+    result = dry_run("--", "--json-model-override-args", '{"is_matryoshka":true}')
+    words = shlex.split(commands(result)[0])
+    assert words.count("--json-model-override-args") == 1
+    assert words[-2:] == ["--json-model-override-args", '{"is_matryoshka":true}']
+    assert "replaces the Matryoshka override" in result.stderr
+
+
+def test_gpus_start_one_worker_per_gpu_behind_the_smg_gateway() -> None:
+    result = dry_run("--gpus", "0,1,3", "--model", "4B", "--host", "0.0.0.0", "--api-key", "k9")
+    lines = result.stdout.splitlines()
+    assert lines[0::2] == [
+        "# worker on GPU 0",
+        "# worker on GPU 1",
+        "# worker on GPU 3",
+        "# gateway",
+    ]
+    workers = [parse_command(line, 2) for line in lines[1:6:2]]
+    for gpu, worker in zip((0, 1, 3), workers, strict=True):
+        assert worker.env == {"CUDA_VISIBLE_DEVICES": str(gpu)}
+        assert worker.program == ["sglang", "serve"]
+        assert worker.flags["--port"] == str(31000 + gpu)
+        assert worker.flags["--host"] == "127.0.0.1"
+        assert worker.flags["--is-embedding"] is True
+        assert worker.flags["--api-key"] == "***"
+        assert matryoshka(worker) == {"matryoshka_dimensions": DIMS_4B}
+    gateway = parse_command(lines[7], 2)
+    assert gateway.program == ["smg", "launch"]
+    assert gateway.env == {}
+    assert gateway.flags == {
+        "--worker-urls": [f"http://127.0.0.1:{31000 + gpu}" for gpu in (0, 1, 3)],
+        "--policy": "round_robin",
+        "--host": "0.0.0.0",
+        "--port": "30000",
+        "--api-key": "***",
+    }
+    assert "k9" not in result.stdout + result.stderr
+
+
+def test_gpus_worker_ports_and_policy_are_configurable() -> None:
+    result = dry_run("--gpus", "0,1", "--worker-base-port", "32000", "--policy", "power_of_two")
+    gateway = parse_command(result.stdout.splitlines()[-1], 2)
+    assert gateway.flags["--worker-urls"] == ["http://127.0.0.1:32000", "http://127.0.0.1:32001"]
+    assert gateway.flags["--policy"] == "power_of_two"
+    assert "--api-key" not in gateway.flags
+
+
+def test_a_single_gpu_runs_sglang_on_the_main_port_without_gateway() -> None:
+    cmd = sglang("--gpus", "2")
+    assert cmd.env == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert cmd.flags["--port"] == "30000"
+
+
+def test_cpu_mode_runs_the_cpu_server_with_the_same_options() -> None:
+    result = dry_run(
+        "--cpu",
+        "--model",
+        "4B",
+        "--port",
+        "30500",
+        "--served-model-name",
+        "bookrec-embed",
+        "--context-length",
+        "2048",
+        "--max-prefill-tokens",
+        "4096",
+        "--",
+        "--threads",
+        "2",
+        BOOKREC_API_KEY="cpu-secret",
+    )
+    lines = commands(result)
+    assert len(lines) == 1
+    cmd = parse_command(lines[0], program_words=2)
+    # The interpreter that runs the launcher (python3 from PATH) runs the CPU server too.
+    assert Path(cmd.program[0]).parent == Path(sys.executable).parent
+    assert cmd.program[1] == str(CPU_SERVER)
+    # The key reaches the CPU server through its environment, never its command line.
+    assert cmd.env == {"BOOKREC_API_KEY": "***"}
+    assert cmd.flags == {
+        "--model": "Qwen/Qwen3-Embedding-4B",
+        "--host": "127.0.0.1",
+        "--port": "30500",
+        "--served-model-name": "bookrec-embed",
+        "--context-length": "2048",
+        "--max-batch-tokens": "4096",
+        "--matryoshka-dimensions": ",".join(map(str, DIMS_4B)),
+        "--threads": "2",
+    }
+    assert "cpu-secret" not in result.stdout + result.stderr
+
+
+def test_cpu_mode_notes_gpu_only_options() -> None:
+    result = dry_run("--cpu", "--enable-metrics", "--mem-fraction-static", "0.4")
+    assert "SGLang only" in result.stderr
+    assert "--enable-metrics" not in result.stdout
+
+
+def test_dry_run_reports_what_a_real_launch_would_hit_but_exits_0() -> None:
+    # No sglang and no GPU on this machine (PATH holds neither).
+    result = dry_run()
+    assert "SGLang is not installed" in result.stderr
+    assert "no NVIDIA GPU" in result.stderr
+
+
+def test_launcher_uses_only_the_standard_library() -> None:
+    # -S -I: no site-packages and no user paths, as in a bare python3 of another image.
+    result = subprocess.run(
+        [sys.executable, "-S", "-I", str(LAUNCH_PY), "--dry-run", "--gpus", "0,1"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "smg launch" in result.stdout
+
+
+def test_help_lists_every_mode() -> None:
+    result = run_launch("--help")
+    assert result.returncode == 0
+    for flag in ("--model", "--cpu", "--gpus", "--dry-run", "--no-wait", "--api-key", "--"):
+        assert flag in result.stdout
+
+
+def test_sglang_accepts_the_printed_command() -> None:
+    """Parse the dry run with SGLang's own argument parser (only where SGLang is installed)."""
+    pytest.importorskip("sglang", reason="SGLang is not installed here (GPU hosts only)")
+    from sglang.srt.server_args import prepare_server_args
+
+    words = shlex.split(commands(dry_run("--model", "8B", "--context-length", "8192"))[0])
+    server_args = prepare_server_args(words[2:])
+    assert server_args.is_embedding
+    assert server_args.disable_radix_cache
+    assert server_args.chunked_prefill_size == -1
+    assert server_args.port == 30000
+    assert json.loads(server_args.json_model_override_args) == {"matryoshka_dimensions": DIMS_8B}

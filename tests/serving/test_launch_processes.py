@@ -1,0 +1,264 @@
+"""The launch script running for real, with fake `sglang`, `smg` and `nvidia-smi` commands:
+preflight failures, the readiness wait, the gateway mode and the supervision of children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.serving.conftest import (
+    CPU_SERVER,
+    LAUNCH_PY,
+    LAUNCH_SH,
+    FakeTools,
+    clean_env,
+    free_port,
+    run_launch,
+    wait_until,
+)
+
+
+def start_launch(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
+    with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
+        return subprocess.Popen([str(LAUNCH_SH), *args], env=env, stdout=out, stderr=err, text=True)
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (worker ports are base + GPU index)."""
+    while True:
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+
+
+def wait_for_ready(launcher: subprocess.Popen[str], tmp_path: Path) -> None:
+    wait_until(
+        lambda: launcher.poll() is not None or "ready" in output(tmp_path)[0],
+        30,
+        "the ready message",
+    )
+    assert launcher.poll() is None, f"the launcher exited:\n{output(tmp_path)[1]}"
+
+
+def output(tmp_path: Path) -> tuple[str, str]:
+    return (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); look at its state.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def test_missing_sglang_says_how_to_install_it() -> None:
+    result = run_launch("--port", str(free_port()))
+    assert result.returncode == 1
+    assert 'pip install "sglang[all]"' in result.stderr
+    assert "lmsysorg/sglang" in result.stderr
+
+
+def test_no_gpu_points_to_cpu_mode(fake_tools: FakeTools) -> None:
+    result = run_launch("--port", str(free_port()), env=fake_tools.env(with_gpu=False))
+    assert result.returncode == 1
+    assert "no NVIDIA GPU" in result.stderr
+    assert "--cpu" in result.stderr
+    assert fake_tools.events() == []
+
+
+def test_port_in_use_is_refused(fake_tools: FakeTools) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_launch("--port", str(port), env=fake_tools.env())
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr
+    assert "already in use" in result.stderr
+    assert fake_tools.events() == []
+
+
+def test_gpus_beyond_the_visible_ones_are_refused(fake_tools: FakeTools) -> None:
+    result = run_launch("--gpus", "0,5", "--port", str(free_port()), env=fake_tools.env())
+    assert result.returncode == 1
+    assert "only 2 GPU(s)" in result.stderr
+
+
+def test_gateway_mode_needs_smg(fake_tools: FakeTools) -> None:
+    fake_tools.remove("smg")
+    result = run_launch("--gpus", "0,1", "--port", str(free_port()), env=fake_tools.env())
+    assert result.returncode == 1
+    assert "pip install smg" in result.stderr
+
+
+def test_cpu_mode_without_torch_says_which_extra_to_install() -> None:
+    # -S hides site-packages: this interpreter then has neither torch nor transformers.
+    result = subprocess.run(
+        [sys.executable, "-S", str(LAUNCH_PY), "--cpu", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'bookrec[cpu]'" in result.stderr
+
+
+def test_cpu_server_itself_without_torch_says_which_extra_to_install() -> None:
+    result = subprocess.run(
+        [sys.executable, "-S", str(CPU_SERVER), "--model", "x"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'bookrec[cpu]'" in result.stderr
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_single_gpu_waits_for_ready_prints_url_and_stops_on_sigterm(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = fake_tools.env(BOOKREC_API_KEY="from-bookrec", SGLANG_API_KEY="from-sglang")
+    launcher = start_launch(["--port", str(port), "--host", "127.0.0.1"], env, tmp_path)
+    try:
+        wait_for_ready(launcher, tmp_path)
+        stdout, stderr = output(tmp_path)
+        assert f"http://127.0.0.1:{port}/v1" in stdout
+        assert f"curl -s http://127.0.0.1:{port}/v1/embeddings" in stdout
+        assert "Authorization: Bearer $BOOKREC_API_KEY" in stdout
+        assert "from-bookrec" not in stdout + stderr
+        (start,) = [e for e in fake_tools.events() if e["event"] == "start"]
+        assert start["prog"] == "sglang"
+        assert start["argv"][0] == "serve"
+        argv = start["argv"]
+        # BOOKREC_API_KEY wins over SGLANG_API_KEY.
+        assert argv[argv.index("--api-key") + 1] == "from-bookrec"
+        assert argv[argv.index("--port") + 1] == str(port)
+        assert start["cuda"] is None
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
+    assert not pid_alive(start["pid"])
+
+
+def test_ctrl_c_stops_the_service(fake_tools: FakeTools, tmp_path: Path) -> None:
+    launcher = start_launch(["--port", str(free_port())], fake_tools.env(), tmp_path)
+    try:
+        wait_for_ready(launcher, tmp_path)
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
+
+
+def test_old_server_without_ready_falls_back_to_health_generate(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    env = fake_tools.env(FAKE_MODE="legacy")
+    launcher = start_launch(["--port", str(free_port())], env, tmp_path)
+    try:
+        wait_for_ready(launcher, tmp_path)
+        assert "polling /health_generate" in output(tmp_path)[1]
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+
+
+def test_readiness_timeout_stops_the_child_and_fails(fake_tools: FakeTools) -> None:
+    env = fake_tools.env(FAKE_MODE="never")
+    result = run_launch("--port", str(free_port()), "--wait-timeout", "2", env=env)
+    assert result.returncode == 1
+    assert "not ready after 2 s" in result.stderr
+    assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
+
+
+def test_child_crash_during_start_fails_with_its_status(fake_tools: FakeTools) -> None:
+    result = run_launch("--port", str(free_port()), env=fake_tools.env(FAKE_MODE="crash"))
+    assert result.returncode == 1
+    assert "exited with status 3 before it was ready" in result.stderr
+
+
+def test_child_death_after_start_ends_the_launcher_with_its_status(
+    fake_tools: FakeTools,
+) -> None:
+    result = run_launch(
+        "--port", str(free_port()), "--no-wait", env=fake_tools.env(FAKE_MODE="die")
+    )
+    assert result.returncode == 5
+    assert "sglang exited with status 5" in result.stderr
+    assert "not waiting for readiness" in result.stderr
+
+
+def test_gpus_run_workers_then_the_gateway_and_stop_them_all(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    base, port = free_port_pair(), free_port()
+    args = ["--gpus", "0,1", "--port", str(port), "--worker-base-port", str(base)]
+    launcher = start_launch(args, fake_tools.env(BOOKREC_API_KEY="gw-key"), tmp_path)
+    try:
+        wait_for_ready(launcher, tmp_path)
+        stdout, _ = output(tmp_path)
+        assert "2 SGLang workers behind the gateway" in stdout
+        starts = [e for e in fake_tools.events() if e["event"] == "start"]
+        assert [e["prog"] for e in starts] == ["sglang", "sglang", "smg"]
+        # The workers start together; their log lines may come in either order.
+        for gpu, worker in enumerate(sorted(starts[:2], key=lambda e: str(e["cuda"]))):
+            assert worker["cuda"] == str(gpu)
+            argv = worker["argv"]
+            assert argv[argv.index("--port") + 1] == str(base + gpu)
+            assert argv[argv.index("--host") + 1] == "127.0.0.1"
+            assert argv[argv.index("--api-key") + 1] == "gw-key"
+        gateway = starts[2]["argv"]
+        assert gateway[0] == "launch"
+        assert gateway[gateway.index("--port") + 1] == str(port)
+        assert gateway[gateway.index("--api-key") + 1] == "gw-key"
+        # The gateway checked its workers at start-up and found them up.
+        assert not [e for e in fake_tools.events() if e["event"] == "worker-down"]
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    stops = [e for e in fake_tools.events() if e["event"] == "stop"]
+    assert sorted(e["pid"] for e in stops) == sorted(e["pid"] for e in starts)
+    # The gateway goes first, the workers after it.
+    assert stops[0]["prog"] == "smg"
+
+
+def test_no_wait_supervises_without_waiting_for_readiness(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    launcher = start_launch(["--port", str(free_port()), "--no-wait"], fake_tools.env(), tmp_path)
+    try:
+        wait_until(lambda: "not waiting" in output(tmp_path)[1], 30, "the launcher")
+        assert "ready" not in output(tmp_path)[0]
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
