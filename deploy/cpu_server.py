@@ -767,6 +767,16 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def model_source(name: str) -> str:
+    """A local directory (expanded) or a hub id; a path that does not exist is an error."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local)
+    if name.startswith(("/", "./", "../", "~")):
+        raise ModelLoadError(f"model directory {name} does not exist")
+    return name
+
+
 def load(args: argparse.Namespace) -> tuple[Any, Any]:
     """Load model and tokenizer; raises ModelLoadError with a clear message when that fails."""
     import torch
@@ -775,13 +785,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     transformers.utils.logging.disable_progress_bar()
     name = args.model
-    local = Path(name).expanduser()
-    if local.is_dir():
-        source = str(local)
-    elif name.startswith(("/", "./", "../", "~")):
-        raise ModelLoadError(f"model directory {name} does not exist")
-    else:
-        source = name
+    source = model_source(name)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     # transformers >= 4.56 calls it `dtype`; older releases only know `torch_dtype`.
     major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
@@ -821,6 +825,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        model_source(args.model)  # fail fast, before the slow imports
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         import torch
         import transformers  # noqa: F401 - checked here, used in load()
