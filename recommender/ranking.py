@@ -326,7 +326,7 @@ def select_diverse(
 
     With ``diversity`` > 0 this is maximal marginal relevance (MMR): each step picks the
     candidate maximising ``(1 - diversity) * relevance - diversity * max cosine to the picks so
-    far`` (``vectors`` are the candidates' unit vectors). ``groups[i]`` lists the
+    far`` (negative cosines count as 0; ``vectors`` are the candidates' unit vectors). ``groups[i]`` lists the
     ``(kind, key)`` pairs of candidate ``i`` (e.g. ``("author", "liu cixin")``) and ``caps``
     the most picks allowed per key of each kind (e.g. ``{"author": 2}``). Ties go to the
     earlier candidate.
@@ -365,7 +365,9 @@ def select_diverse(
     available = np.ones(p, dtype=bool)
     max_sim = np.full(p, -np.inf)
     while len(picked) < k and available.any():
-        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        # Books pointing away from the picks (negative cosine) are no more diverse than
+        # unrelated ones: without the clip MMR would favour irrelevant opposites.
+        penalty = np.clip(max_sim, 0.0, None)
         objective = lam * rel - diversity * penalty
         objective[~available] = -np.inf
         i = int(np.argmax(objective))
