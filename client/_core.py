@@ -9,7 +9,6 @@ that loop with blocking or awaited I/O (tenacity's own sans-IO pattern, at our s
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import json
@@ -72,10 +71,10 @@ _MAX_LISTED = 10
 # -- actions the drivers perform --------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Request:
-    """Send ``embeddings.create(**kwargs, timeout=timeout)`` to endpoint number ``endpoint``."""
+    """POST ``body`` to ``/embeddings`` of endpoint number ``endpoint``, within ``timeout``."""
 
     endpoint: int
-    kwargs: dict[str, Any]
+    body: dict[str, Any]
     timeout: openai.Timeout
 
 
@@ -88,12 +87,12 @@ class Sleep:
 
 Action = Request | Sleep
 #: What a driver sends back: the response body, the SDK's exception, or ``None`` after a sleep.
-Outcome = bytes | BaseException | None
+Outcome = str | bytes | BaseException | None
 Flow = Generator[Action, Outcome, Vectors]
 
 
 # -- response parsing -------------------------------------------------------------------------
-def parse_response(content: bytes, expected: int) -> tuple[str, NDArray[np.float32]]:
+def parse_response(content: str | bytes, expected: int) -> tuple[str, NDArray[np.float32]]:
     """Parse a ``/v1/embeddings`` body into ``(model, rows in input order)``.
 
     Accepts float lists and base64 (little-endian float32) and checks the count, that the
@@ -133,7 +132,7 @@ def parse_response(content: bytes, expected: int) -> tuple[str, NDArray[np.float
 def _decode(embeddings: list[Any]) -> NDArray[np.float32]:
     if all(isinstance(e, str) for e in embeddings):
         try:
-            raw = [base64.b64decode(e, validate=True) for e in embeddings]
+            raw = [binascii.a2b_base64(e, strict_mode=True) for e in embeddings]
         except (binascii.Error, ValueError) as exc:
             raise EmbeddingResponseError(f"an embedding is not valid base64 ({exc})") from exc
         size = len(raw[0])
@@ -496,8 +495,16 @@ class Engine:
 
             def fmt(text: str) -> str:
                 return prompts.format_query(text, used)
+        elif prompts.symmetric:
+            used = prompts.instruction
+            fmt = prompts.format_document
+        elif prompts.document == "{text}":
+            used = ""
+
+            def fmt(text: str) -> str:
+                return text  # the usual Qwen3 document: the bare text
         else:
-            used = prompts.instruction if prompts.symmetric else ""
+            used = ""
             fmt = prompts.format_document
         limit = self.config.max_input_tokens - 1  # the end-of-text token the server appends
         room = limit - estimate_tokens(fmt("")) - 1  # -1: rounding where text and prompt meet
@@ -672,14 +679,14 @@ class Engine:
     def _request_flow(self, ep: EndpointState, texts: list[str], call: Call) -> Flow:
         dims = self.config.dimensions
         send_dims = dims is not None and ep.server_dimensions is not False
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "input": texts,
             "model": self.config.model,
             "encoding_format": self.config.encoding_format,
         }
         if send_dims:
-            kwargs["dimensions"] = dims
-        outcome = yield Request(ep.index, kwargs, call.request_timeout())
+            body["dimensions"] = dims
+        outcome = yield Request(ep.index, body, call.request_timeout())
         if isinstance(outcome, BaseException):
             error = translate_error(outcome, ep.url, self.secrets)
             if isinstance(error, EmbeddingUnavailable):
@@ -695,7 +702,7 @@ class Engine:
                 )
                 return (yield from self._request_flow(ep, texts, call))
             raise error from outcome
-        if not isinstance(outcome, bytes):  # pragma: no cover - driver contract
+        if not isinstance(outcome, str | bytes):  # pragma: no cover - driver contract
             raise TypeError(f"expected the response body, got {type(outcome).__name__}")
         ep.breaker.record_success()
         model, matrix = parse_response(outcome, len(texts))
