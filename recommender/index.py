@@ -454,6 +454,47 @@ class VectorIndex:
         """A float32 copy of a book's vector."""
         return np.array(self._vectors[self.row(book_id)], dtype=np.float32)
 
+    def save(self, path: str | Path, *, dtype: str | None = None) -> VectorIndex:
+        """Write this index to ``path`` atomically (a new generation) and return it opened.
+
+        Rows without a known content hash get an empty one, so a later :func:`build_index`
+        re-embeds them.
+        """
+        kind = dtype or str(self._vectors.dtype)
+        if kind not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', not {kind!r}")
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        with _build_lock(directory):
+            previous: IndexManifest | None
+            try:
+                previous = _read_manifest(directory)
+            except (IndexNotFoundError, CorruptIndexError):
+                previous = None
+            now = _now()
+            manifest = IndexManifest(
+                identity=self._identity,
+                count=len(self._ids),
+                dtype=kind,
+                text_version=BOOK_TEXT_VERSION,
+                generation=_next_generation(directory, previous.generation if previous else None),
+                created_at=previous.created_at if previous is not None else now,
+                updated_at=now,
+                document_format=self._manifest.document_format if self._manifest else None,
+                query_format=self._manifest.query_format if self._manifest else None,
+                instruction=self._manifest.instruction if self._manifest else None,
+            )
+            source = self._vectors
+
+            def fill(out: NDArray[Any]) -> None:
+                for a in range(0, len(self._ids), _COPY_ROWS):
+                    out[a : a + _COPY_ROWS] = source[a : a + _COPY_ROWS]
+
+            hashes = self.hashes or ("",) * len(self._ids)
+            _publish(directory, manifest, self._ids, hashes, fill)
+            _collect_garbage(directory, manifest.generation)
+        return VectorIndex.open(directory)
+
     def check_compatible(self, embedder: Embedder) -> None:
         """See :func:`check_compatible`."""
         check_compatible(self._identity, embedder, where=self._path or "the index")

@@ -117,8 +117,9 @@ def top_k(scores: Scores, k: int) -> tuple[Rows, Scores]:
         return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float32)
     cand: Rows | None = None
     if n > k:
-        if n >= 4 * _SAMPLE and k <= _SAMPLE // 64:
-            tau = np.partition(scores[:_SAMPLE], _SAMPLE - k)[_SAMPLE - k]
+        sample = min(_SAMPLE, n // 8)
+        if sample >= 64 * k:
+            tau = np.partition(scores[:sample], sample - k)[sample - k]
             if tau > NEG_INF:
                 # Every true top-k score is >= the k-th best of a subset.
                 found = np.flatnonzero(scores >= tau)
@@ -326,10 +327,10 @@ def select_diverse(
 
     With ``diversity`` > 0 this is maximal marginal relevance (MMR): each step picks the
     candidate maximising ``(1 - diversity) * relevance - diversity * max cosine to the picks so
-    far`` (negative cosines count as 0; ``vectors`` are the candidates' unit vectors). ``groups[i]`` lists the
-    ``(kind, key)`` pairs of candidate ``i`` (e.g. ``("author", "liu cixin")``) and ``caps``
-    the most picks allowed per key of each kind (e.g. ``{"author": 2}``). Ties go to the
-    earlier candidate.
+    far`` (negative cosines count as 0; ``vectors`` are the candidates' unit vectors).
+    ``groups[i]`` lists the ``(kind, key)`` pairs of candidate ``i`` (e.g.
+    ``("author", "liu cixin")``) and ``caps`` the most picks allowed per key of each kind
+    (e.g. ``{"author": 2}``). Ties go to the earlier candidate.
     """
     rel = np.asarray(relevance, dtype=np.float64)
     p = rel.shape[0]

@@ -223,3 +223,17 @@ def test_stale_ids_and_in_memory_index(tmp_path: Path, embedder: FakeEmbedder) -
     assert mem.vector("a").tolist() == pytest.approx([0.6, 0.8]) and mem.manifest is None
     with pytest.raises(ValueError, match="2 ids"):
         VectorIndex.from_vectors(["a", "b"], np.ones((3, 2)))
+
+
+def test_save_an_in_memory_index(tmp_path: Path, embedder: FakeEmbedder) -> None:
+    books = make_books(3)
+    vectors = np.stack([text_vector(book_text(b), 16) for b in books])
+    mem = VectorIndex.from_vectors(
+        [b.id for b in books], vectors, ModelIdentity("fake/embedder", 16)
+    )
+    saved = mem.save(tmp_path, dtype="float16")
+    assert saved.vectors.dtype == np.float16 and saved.ids == mem.ids
+    np.testing.assert_allclose(saved.vector("b001"), vectors[1], atol=2e-3)
+    # Rows saved without content hashes are embedded by the next build.
+    _, report = build_index(tmp_path, Catalog(books), embedder)
+    assert report.embedded == 3 and report.removed == 0
