@@ -454,7 +454,7 @@ def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
         "strategy": args.strategy,
         "k": args.k,
     }
-    return _results_out(args, out, "Recommended", query, results)
+    return _results_out(args, out, "Recommendations", query, results)
 
 
 def _run_recommend(
@@ -598,7 +598,8 @@ def _endpoint_options() -> _Parser:
     group.add_argument(
         "--api-key",
         metavar="KEY",
-        help=f"bearer token for the service (default: ${API_KEY_ENV}; never printed)",
+        help=f"bearer token for the service (default: ${API_KEY_ENV}, which is safer: a key "
+        "on the command line is visible to other local users; never printed)",
     )
     group.add_argument("--model", help="model name sent to the service (default: $BOOKREC_MODEL)")
     group.add_argument(
@@ -649,9 +650,11 @@ def _ranking_options() -> _Parser:
     group.add_argument(
         "--language", action="append", metavar="LANG", help="only this language (repeatable)"
     )
-    group.add_argument("--tag", action="append", metavar="TAG", help="only books with this tag")
     group.add_argument(
-        "--author", action="append", metavar="NAME", help="only books by this author"
+        "--tag", action="append", metavar="TAG", help="only books with this tag (repeatable)"
+    )
+    group.add_argument(
+        "--author", action="append", metavar="NAME", help="only books by this author (repeatable)"
     )
     group.add_argument("--year-min", type=int, metavar="YEAR", help="first published in or after")
     group.add_argument("--year-max", type=int, metavar="YEAR", help="first published in or before")
@@ -721,11 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Recommendations from what a reader read, liked and disliked, and what "
         "they say they want. Preference texts need the embedding service.",
     )
-    p.add_argument("--history", nargs="+", default=[], metavar="ID", help="books already read")
-    p.add_argument("--liked", nargs="+", default=[], metavar="ID", help="books the reader liked")
-    p.add_argument(
-        "--disliked", nargs="+", default=[], metavar="ID", help="books the reader disliked"
-    )
+    for flag, what in (
+        ("--history", "books already read"),
+        ("--liked", "books the reader liked"),
+        ("--disliked", "books the reader disliked"),
+    ):
+        p.add_argument(flag, action="extend", nargs="+", default=[], metavar="ID", help=what)
     p.add_argument(
         "--prefer",
         dest="preference",

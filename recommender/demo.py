@@ -375,6 +375,14 @@ def _banner(text: str, out: TextIO, *, hint: bool = False) -> None:
         )
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
@@ -429,7 +437,7 @@ def _tour(
         print(f"model    {identity}", file=out)
     for note in backend.notes:
         print(f"note     {note}", file=out)
-    print(f"catalog  {catalog_path} ({len(catalog)} books: {langs})", file=out)
+    print(f"catalog  {_shown_path(catalog_path)} ({len(catalog)} books: {langs})", file=out)
 
     # Index ----------------------------------------------------------------------------------
     _heading("1. Index the catalog", out)
