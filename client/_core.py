@@ -495,16 +495,8 @@ class Engine:
 
             def fmt(text: str) -> str:
                 return prompts.format_query(text, used)
-        elif prompts.symmetric:
-            used = prompts.instruction
-            fmt = prompts.format_document
-        elif prompts.document == "{text}":
-            used = ""
-
-            def fmt(text: str) -> str:
-                return text  # the usual Qwen3 document: the bare text
         else:
-            used = ""
+            used = prompts.instruction if prompts.symmetric else ""
             fmt = prompts.format_document
         limit = self.config.max_input_tokens - 1  # the end-of-text token the server appends
         room = limit - estimate_tokens(fmt("")) - 1  # -1: rounding where text and prompt meet

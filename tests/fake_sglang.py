@@ -468,6 +468,10 @@ class FakeSGLang:
     ``True`` accepts any width up to ``dim``, a list accepts only those widths.
     ``legacy``: emulate SGLang <= 0.5.16 (no ``/ready``; ``encoding_format`` ignored, floats).
     ``bf16``: round vectors to bfloat16, so their norms are only about 1e-3 from one.
+    ``max_input_tokens``: longest input accepted, end-of-text token included (default: SGLang's
+    limit for Qwen3-Embedding's 32K context, 32768 - 7).
+    ``per_request_delay`` / ``per_item_delay``: a sleep per request, and per input text, to
+    model a GPU's cost (requests are served concurrently, one thread each).
     """
 
     def __init__(
