@@ -377,6 +377,14 @@ class Server(ThreadingHTTPServer):
         self.embedder: Embedder | None = None
         self.created = int(time.time())
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up is routine; anything else is logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("client %s went away: %s", client_address, error)
+        else:
+            log.exception("error while serving %s", client_address)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -393,6 +401,9 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
     server_version = "bookrec-cpu-embed"
+    # Headers and body go out in two writes; with Nagle's algorithm the second one waits for
+    # the client's delayed ACK (40 ms per response on Linux).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -918,6 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     server.shutdown()
     embedder.stop()
+    embedder.thread.join(timeout=30)  # finish the batch in flight before the interpreter exits
     return 0
 
 

@@ -143,11 +143,12 @@ def _served_name(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="launch_server.sh",
+        usage="%(prog)s [options] [-- ARGS for sglang serve or the CPU server]",
         description=(
-            "Start the bookrec embedding service: SGLang serving Qwen3-Embedding on NVIDIA GPUs "
-            "(default), or the CPU server with --cpu. Both speak the same OpenAI-compatible "
-            "/v1/embeddings API. Arguments after `--` go verbatim to `sglang serve` "
-            "(or to deploy/cpu_server.py with --cpu)."
+            "Start the bookrec embedding service: SGLang serving Qwen3-Embedding on NVIDIA\n"
+            "GPUs (default), or the CPU server with --cpu. Both speak the same\n"
+            "OpenAI-compatible /v1/embeddings API. Arguments after `--` go verbatim to\n"
+            "`sglang serve` (or to deploy/cpu_server.py with --cpu)."
         ),
         epilog=(
             "examples:\n"
@@ -171,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
             f"directory (default: {DEFAULT_MODEL})"
         ),
     )
-    model.add_argument("--revision", help="Hugging Face revision (commit) to pin the weights")
+    model.add_argument(
+        "--revision", metavar="REV", help="Hugging Face revision (commit) to pin the weights"
+    )
     dims = model.add_mutually_exclusive_group()
     dims.add_argument(
         "--dimensions-list",
@@ -199,30 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HOST,
         help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 exposes it: set a key)",
     )
-    server.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default 30000")
+    server.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, metavar="N", help="default 30000"
+    )
     server.add_argument(
         "--api-key",
+        metavar="KEY",
         help="require this bearer key (prefer BOOKREC_API_KEY in the environment: "
         "a command-line key is visible to other local users)",
     )
     server.add_argument(
         "--served-model-name",
         type=_served_name,
+        metavar="NAME",
         help="id shown by /v1/models (no ':'); responses still report the model path",
     )
     server.add_argument(
         "--context-length",
         type=_positive_int,
+        metavar="N",
         help="maximum tokens per input (default: the model's, 32768); e.g. 8192",
     )
     server.add_argument(
         "--mem-fraction-static",
         type=_fraction,
+        metavar="F",
         help="GPU memory fraction for weights and KV cache (SGLang only; lower it to share a GPU)",
     )
     server.add_argument(
         "--max-prefill-tokens",
         type=_positive_int,
+        metavar="N",
         help="tokens per prefill batch, e.g. 32768 (SGLang); the batch token budget with --cpu",
     )
     server.add_argument(
@@ -249,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--worker-base-port",
         type=_port,
+        metavar="N",
         default=DEFAULT_WORKER_BASE_PORT,
         help=f"with --gpus, GPU i listens on this port + i (default {DEFAULT_WORKER_BASE_PORT})",
     )
