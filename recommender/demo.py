@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,6 +142,34 @@ def _free_port() -> int:
         return port
 
 
+def _stop_with_parent() -> None:
+    """In the launcher's process: get SIGTERM if the demo dies without cleaning up (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while the demo runs, so a started server is stopped."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class CpuServer:
     """The CPU server, started through the launch script, in its own session."""
@@ -185,6 +213,7 @@ class CpuServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
             )
 
     def wait_ready(self, progress: TextIO) -> None:
@@ -394,13 +423,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if not catalog_path.is_file():
         raise CliError(f"catalog not found: {catalog_path}")
     catalog = recommender.load_catalog(catalog_path)
-    started = time.perf_counter()
-    backend = choose_backend(args, catalog, log)
-    backend.startup_seconds = time.perf_counter() - started
-    try:
-        return _tour(args, out, catalog_path, catalog, backend)
-    finally:
-        backend.close()
+    with _sigterm_as_exit():
+        started = time.perf_counter()
+        backend = choose_backend(args, catalog, log)
+        backend.startup_seconds = time.perf_counter() - started
+        try:
+            return _tour(args, out, catalog_path, catalog, backend)
+        finally:
+            backend.close()
 
 
 def _tour(

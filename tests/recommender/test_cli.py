@@ -450,3 +450,15 @@ def test_search_degrades_when_the_service_is_down(call: InProcess) -> None:
     data = json.loads(out)
     assert data["degraded"] is True and data["results"][0]["id"] == "b5"
     assert "degraded" in err
+
+
+def test_embed_reads_stdin_and_uses_the_cache(
+    call: InProcess, server: FakeSGLang, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first line\n\nsecond line\n"))
+    data = call.json("embed", "--stdin", "--cache", "emb.sqlite")
+    assert [d["text"] for d in data["data"]] == ["first line", "second line"]
+    requests = server.embedding_request_count
+    again = call.json("embed", "first line", "second line", "--cache", "emb.sqlite")
+    assert server.embedding_request_count == requests  # both vectors came from the cache
+    assert again["data"][1]["embedding"] == data["data"][1]["embedding"]
