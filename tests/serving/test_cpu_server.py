@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -357,3 +358,15 @@ def test_missing_local_directory_is_named() -> None:
     )
     assert result.returncode == 1
     assert "model directory /nonexistent/qwen3-embedding does not exist" in result.stderr
+
+
+def test_keep_alive_responses_are_not_delayed(cpu_server: RunningServer) -> None:
+    """Nagle's algorithm plus delayed ACKs would hold every response ~40 ms on a kept-alive
+    connection (headers and body are two writes)."""
+    timings = []
+    with httpx.Client(headers=cpu_server.headers(), timeout=10) as client:
+        for _ in range(11):
+            start = time.perf_counter()
+            assert client.get(f"{cpu_server.base_url}/models").status_code == 200
+            timings.append(time.perf_counter() - start)
+    assert sorted(timings)[5] < 0.03, timings
