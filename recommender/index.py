@@ -814,10 +814,16 @@ def _build_locked(
             raw = embedder.embed_documents(texts, progress=inner)
         except EmbeddingError as exc:
             kept = len(staging.vectors)
+            if kept:
+                after = (
+                    f"the {kept} vectors embedded so far are saved in {staging.dir}; run the "
+                    f"build again to embed only the remaining {total - done}"
+                )
+            else:
+                after = "nothing was embedded; run the build again once the service answers"
             raise IndexBuildError(
-                f"embedding stopped after {done} of {total} books: {exc}. The {kept} vectors "
-                f"embedded so far are saved in {staging.dir}; run the build again to embed "
-                f"the remaining {total - done}",
+                f"embedding stopped after {done} of {total} books ({type(exc).__name__}: "
+                f"{exc}); {after}",
                 embedded=done,
                 remaining=total - done,
             ) from exc
