@@ -156,7 +156,7 @@ def format_authors(authors: Sequence[str]) -> str:
 
 def book_label(book: recommender.Book) -> str:
     """``Title`` (Authors, year), with Chinese punctuation for Chinese titles."""
-    year = getattr(book, "year", None)
+    year = book.year
     authors = format_authors(book.authors)
     if _is_cjk(book.title):
         extra = "，".join(x for x in (authors, str(year) if year else "") if x)
@@ -183,7 +183,7 @@ def recommendations_table(results: Sequence[recommender.Recommendation], indent:
     rows = []
     for rank, rec in enumerate(results, 1):
         book = rec.book
-        year = getattr(book, "year", None)
+        year = book.year
         reason = rec.reason + (" (lexical)" if rec.degraded else "")
         rows.append(
             [
@@ -208,11 +208,11 @@ def recommendation_json(rank: int, rec: recommender.Recommendation) -> dict[str,
         "id": book.id,
         "title": book.title,
         "authors": list(book.authors),
-        "year": getattr(book, "year", None),
-        "language": getattr(book, "language", None),
-        "tags": list(getattr(book, "tags", ()) or ()),
-        "series": getattr(book, "series", None),
-        "rating": getattr(book, "rating", None),
+        "year": book.year,
+        "language": book.language,
+        "tags": list(book.tags),
+        "series": book.series,
+        "rating": book.rating,
         "score": float(rec.score),
         "reason": rec.reason,
         "degraded": bool(rec.degraded),
@@ -227,14 +227,13 @@ def recommendation_json(rank: int, rec: recommender.Recommendation) -> dict[str,
 class ProgressBar:
     """A ``progress(done, total)`` callback that drives a tqdm bar on stderr.
 
-    The bar appears on the first call (so nothing is drawn when there is nothing to do) and
-    only on a terminal unless ``force`` is set.
+    The bar appears on the first call, and only when stderr is a terminal (tqdm's
+    ``disable=None``), so logs and pipes get no carriage-return noise.
     """
 
-    def __init__(self, desc: str, *, enabled: bool = True, force: bool = False, unit: str = "book"):
+    def __init__(self, desc: str, *, enabled: bool = True, unit: str = "book") -> None:
         self._desc = desc
         self._enabled = enabled
-        self._force = force
         self._unit = unit
         self._bar: tqdm[Any] | None = None
 
@@ -247,7 +246,7 @@ class ProgressBar:
                 desc=self._desc,
                 unit=self._unit,
                 file=sys.stderr,
-                disable=False if self._force else None,
+                disable=None,
                 dynamic_ncols=True,
                 leave=True,
             )
@@ -298,10 +297,6 @@ def open_client(args: argparse.Namespace) -> EmbeddingClient:
     return EmbeddingClient(client_config(args))
 
 
-def endpoint_urls(config: ClientConfig) -> str:
-    return ", ".join(e.base_url for e in config.endpoints)
-
-
 def filters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ranking filters given on the command line (only those given)."""
     mapping = {
@@ -345,8 +340,11 @@ def open_index(path: Path) -> recommender.VectorIndex:
 # --------------------------------------------------------------------------------------------
 
 
-def _print_json(data: Any, out: TextIO) -> None:
-    json.dump(data, out, ensure_ascii=False, indent=2)
+def _print_json(data: Any, out: TextIO, *, compact: bool = False) -> None:
+    if compact:  # vectors: one line, not one line per number
+        json.dump(data, out, ensure_ascii=False, separators=(",", ":"))
+    else:
+        json.dump(data, out, ensure_ascii=False, indent=2)
     out.write("\n")
 
 
@@ -483,7 +481,7 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
         results = _recommender(args, embedder).search(
             text, k=args.k, diversity=args.diversity, **filters_from_args(args)
         )
-    return _results_out(args, out, f"Books matching {text!r}", {"text": text, "k": args.k}, results)
+    return _results_out(args, out, f"Books matching “{text}”", {"text": text, "k": args.k}, results)
 
 
 def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
@@ -512,6 +510,7 @@ def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
             ],
         },
         out,
+        compact=True,
     )
     return EXIT_OK
 
