@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -129,3 +130,11 @@ def test_model_info_and_models(fake_server: FakeSGLang) -> None:
     assert info["embedding"]["supports_dimensions"] is False
     models = httpx.get(f"{fake_server.base_url}/models").json()
     assert models["data"][0]["id"] == "Qwen/Qwen3-Embedding-0.6B"
+
+
+def test_factory_fixture_starts_servers_with_options(
+    fake_server_factory: Callable[..., FakeSGLang],
+) -> None:
+    server = fake_server_factory(dim=8, matryoshka=True)
+    body = post(server, {"input": "a", "dimensions": 4}).json()
+    assert len(body["data"][0]["embedding"]) == 4
