@@ -185,8 +185,6 @@ class CpuServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
-        if not LAUNCH_SCRIPT.is_file():
-            raise CliError(f"cannot start the CPU server: {LAUNCH_SCRIPT} is missing")
         env = dict(os.environ)
         env["BOOKREC_PYTHON"] = sys.executable  # the interpreter that has torch
         if self.model.offline:
@@ -332,11 +330,18 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
         reasons.append(note)
         return _lexical_backend(catalog, "; ".join(reasons))
     missing = _missing_cpu_packages()
+    hint = ""
     if missing:
         hint = (
             f"found a local model ({model.where}) but {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed (pip install '.[cpu]')"
         )
+    elif not LAUNCH_SCRIPT.is_file():
+        hint = (
+            f"found a local model ({model.where}) but not {LAUNCH_SCRIPT.name}, which "
+            "starts the CPU server (run the demo from a source checkout)"
+        )
+    if hint:
         if mode == "cpu":
             raise CliError(f"cannot start the CPU server: {hint}")
         reasons.append(hint)
