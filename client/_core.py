@@ -63,7 +63,7 @@ _REQUEST_LEVEL_MARKERS = (
     "lora",
     "media type",
     "json",
-    "model",
+    "an embedding model",  # "does not appear to be an embedding model" (no --is-embedding)
 )
 _MAX_LISTED = 10
 

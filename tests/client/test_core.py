@@ -9,8 +9,14 @@ import httpx
 import numpy as np
 import pytest
 
-from client import EmbeddingResponseError, estimate_tokens
-from client._core import CircuitBreaker, parse_response, parse_retry_after, plan_batches
+from client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens
+from client._core import (
+    CircuitBreaker,
+    _input_specific,
+    parse_response,
+    parse_retry_after,
+    plan_batches,
+)
 from client._text import truncate_to_tokens
 from tests.client.conftest import FakeClock
 
@@ -141,3 +147,23 @@ def test_a_lost_probe_does_not_block_forever() -> None:
     assert breaker.allow()
     clock.advance(5)  # the probe's caller never reported back
     assert breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "split"),
+    [
+        (400, "Input at index 3 cannot be empty or whitespace only", True),
+        (400, "The input (40000 tokens) is longer than the model's context length (32768).", True),
+        (400, "Input length (9000 tokens) exceeds the maximum allowed length (8185 tokens).", True),
+        (413, "Payload Too Large", True),
+        (400, "Unsupported encoding_format: 'int8'", False),
+        (400, "LoRA adapter '0.6b' was requested, but LoRA is not enabled.", False),
+        (400, "Model 'x' does not support matryoshka representation", False),
+        (400, "This model does not appear to be an embedding model", False),
+        (401, "Unauthorized", False),
+        (404, "Not Found", False),
+    ],
+)  # fmt: skip
+def test_which_rejections_are_split(status: int, message: str, split: bool) -> None:
+    error = EmbeddingRejected("x", status_code=status, server_message=message)
+    assert _input_specific(error) is split
