@@ -4,8 +4,9 @@ It picks the best embedding backend available, in this order:
 
 1. the embedding service at the configured URL (``BOOKREC_BASE_URL``), if it answers;
 2. the CPU server (``scripts/launch_server.sh --cpu``), started for the demo and stopped at the
-   end, if a model is on this machine: ``BOOKREC_CPU_MODEL`` (a local model directory) or a
-   Qwen3-Embedding model in the Hugging Face cache; it needs ``pip install '.[cpu]'``;
+   end, if a model is on this machine: ``BOOKREC_CPU_MODEL`` (a local model directory) or
+   Qwen3-Embedding-0.6B in the Hugging Face cache (larger models are too slow on a CPU for a
+   demo); it needs ``pip install '.[cpu]'``;
 3. lexical mode: TF-IDF over the same book texts, no model at all. The output says so at the
    top and the bottom, because the results are only a preview of the real thing.
 
@@ -323,7 +324,7 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
         if mode == "service":
             raise CliError(f"no embedding service answers at {url}", exit_code=3)
     reasons = [f"no embedding service at {url}"]
-    model, note = find_local_model((config.model, CPU_MODEL_ID))
+    model, note = find_local_model((CPU_MODEL_ID,))
     if model is None:
         if mode == "cpu":
             raise CliError(f"cannot start the CPU server: {note}")
