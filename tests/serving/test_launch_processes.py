@@ -3,12 +3,16 @@ preflight failures, the readiness wait, the gateway mode and the supervision of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.serving.conftest import (
     CPU_SERVER,
@@ -22,9 +26,23 @@ from tests.serving.conftest import (
 )
 
 
-def start_launch(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def launched(
+    args: list[str], env: dict[str, str], tmp_path: Path, *, stop: int = signal.SIGTERM
+) -> Iterator[subprocess.Popen[str]]:
+    """The launch script running in the background; `stop` ends it, and it must exit 0."""
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
-        return subprocess.Popen([str(LAUNCH_SH), *args], env=env, stdout=out, stderr=err, text=True)
+        launcher = subprocess.Popen(
+            [str(LAUNCH_SH), *args], env=env, stdout=out, stderr=err, text=True
+        )
+    try:
+        yield launcher
+        launcher.send_signal(stop)
+        assert launcher.wait(timeout=30) == 0, output(tmp_path)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
 
 
 def free_port_pair() -> int:
@@ -105,26 +123,15 @@ def test_gateway_mode_needs_smg(fake_tools: FakeTools) -> None:
     assert "pip install smg" in result.stderr
 
 
-def test_cpu_mode_without_torch_says_which_extra_to_install() -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [[str(LAUNCH_PY), "--cpu", "--port", "30999"], [str(CPU_SERVER), "--model", "x"]],
+    ids=["launcher", "cpu-server"],
+)
+def test_cpu_mode_without_torch_names_the_extra_to_install(argv: list[str]) -> None:
     # -S hides site-packages: this interpreter then has neither torch nor transformers.
     result = subprocess.run(
-        [sys.executable, "-S", str(LAUNCH_PY), "--cpu", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "pip install 'bookrec[cpu]'" in result.stderr
-
-
-def test_cpu_server_itself_without_torch_says_which_extra_to_install() -> None:
-    result = subprocess.run(
-        [sys.executable, "-S", str(CPU_SERVER), "--model", "x"],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        check=False,
+        [sys.executable, "-S", *argv], capture_output=True, text=True, env=clean_env(), check=False
     )
     assert result.returncode == 1
     assert "pip install 'bookrec[cpu]'" in result.stderr
@@ -138,8 +145,7 @@ def test_single_gpu_waits_for_ready_prints_url_and_stops_on_sigterm(
 ) -> None:
     port = free_port()
     env = fake_tools.env(BOOKREC_API_KEY="from-bookrec", SGLANG_API_KEY="from-sglang")
-    launcher = start_launch(["--port", str(port), "--host", "127.0.0.1"], env, tmp_path)
-    try:
+    with launched(["--port", str(port), "--host", "127.0.0.1"], env, tmp_path) as launcher:
         wait_for_ready(launcher, tmp_path)
         stdout, stderr = output(tmp_path)
         assert f"http://127.0.0.1:{port}/v1" in stdout
@@ -148,32 +154,20 @@ def test_single_gpu_waits_for_ready_prints_url_and_stops_on_sigterm(
         assert "from-bookrec" not in stdout + stderr
         (start,) = [e for e in fake_tools.events() if e["event"] == "start"]
         assert start["prog"] == "sglang"
-        assert start["argv"][0] == "serve"
         argv = start["argv"]
+        assert argv[0] == "serve"
         # BOOKREC_API_KEY wins over SGLANG_API_KEY.
         assert argv[argv.index("--api-key") + 1] == "from-bookrec"
         assert argv[argv.index("--port") + 1] == str(port)
         assert start["cuda"] is None
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=30) == 0
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
     assert not pid_alive(start["pid"])
 
 
 def test_ctrl_c_stops_the_service(fake_tools: FakeTools, tmp_path: Path) -> None:
-    launcher = start_launch(["--port", str(free_port())], fake_tools.env(), tmp_path)
-    try:
+    args = ["--port", str(free_port())]
+    with launched(args, fake_tools.env(), tmp_path, stop=signal.SIGINT) as launcher:
         wait_for_ready(launcher, tmp_path)
-        launcher.send_signal(signal.SIGINT)
-        assert launcher.wait(timeout=30) == 0
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
 
 
@@ -181,13 +175,9 @@ def test_old_server_without_ready_falls_back_to_health_generate(
     fake_tools: FakeTools, tmp_path: Path
 ) -> None:
     env = fake_tools.env(FAKE_MODE="legacy")
-    launcher = start_launch(["--port", str(free_port())], env, tmp_path)
-    try:
+    with launched(["--port", str(free_port())], env, tmp_path) as launcher:
         wait_for_ready(launcher, tmp_path)
         assert "polling /health_generate" in output(tmp_path)[1]
-    finally:
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=30) == 0
 
 
 def test_readiness_timeout_stops_the_child_and_fails(fake_tools: FakeTools) -> None:
@@ -220,8 +210,7 @@ def test_gpus_run_workers_then_the_gateway_and_stop_them_all(
 ) -> None:
     base, port = free_port_pair(), free_port()
     args = ["--gpus", "0,1", "--port", str(port), "--worker-base-port", str(base)]
-    launcher = start_launch(args, fake_tools.env(BOOKREC_API_KEY="gw-key"), tmp_path)
-    try:
+    with launched(args, fake_tools.env(BOOKREC_API_KEY="gw-key"), tmp_path) as launcher:
         wait_for_ready(launcher, tmp_path)
         stdout, _ = output(tmp_path)
         assert "2 SGLang workers behind the gateway" in stdout
@@ -240,12 +229,6 @@ def test_gpus_run_workers_then_the_gateway_and_stop_them_all(
         assert gateway[gateway.index("--api-key") + 1] == "gw-key"
         # The gateway checked its workers at start-up and found them up.
         assert not [e for e in fake_tools.events() if e["event"] == "worker-down"]
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=30) == 0
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     stops = [e for e in fake_tools.events() if e["event"] == "stop"]
     assert sorted(e["pid"] for e in stops) == sorted(e["pid"] for e in starts)
     # The gateway goes first, the workers after it.
@@ -255,10 +238,7 @@ def test_gpus_run_workers_then_the_gateway_and_stop_them_all(
 def test_no_wait_supervises_without_waiting_for_readiness(
     fake_tools: FakeTools, tmp_path: Path
 ) -> None:
-    launcher = start_launch(["--port", str(free_port()), "--no-wait"], fake_tools.env(), tmp_path)
-    try:
+    args = ["--port", str(free_port()), "--no-wait"]
+    with launched(args, fake_tools.env(), tmp_path):
         wait_until(lambda: "not waiting" in output(tmp_path)[1], 30, "the launcher")
         assert "ready" not in output(tmp_path)[0]
-    finally:
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=30) == 0
