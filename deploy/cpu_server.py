@@ -130,7 +130,7 @@ class Stats:
 
 
 class Embedder:
-    """Owns the model and tokenizer; every use of them happens on its worker thread."""
+    """Owns the model (used only on its worker thread) and the tokenizer (shared under a lock)."""
 
     def __init__(
         self,
