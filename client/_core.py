@@ -55,7 +55,9 @@ Clock = Callable[[], float]
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 #: A 4xx that one bad input can cause; a batch rejected with it is split to find that input.
 SPLITTABLE_STATUS = frozenset({400, 413, 422})
-#: 400s about the request as a whole, not one input: splitting would not help.
+#: 400s about the request as a whole, not one input: splitting would not help. (A request-level
+#: 400 not listed here is split down to the batch's first input, which the error then names; the
+#: server's own message stays in the error.)
 _REQUEST_LEVEL_MARKERS = (
     "matryoshka",
     "dimension",

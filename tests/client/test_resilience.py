@@ -111,7 +111,7 @@ def test_client_errors_are_not_retried(
     fake_server: FakeSGLang, make_client: MakeClient, clock: FakeClock, status: int
 ) -> None:
     client = make_client(config_for(fake_server))
-    fake_server.fail_next(status, times=3, message="request-level problem with the model")
+    fake_server.fail_next(status, times=3, message="Unsupported encoding_format: 'int8'")
 
     with pytest.raises(EmbeddingRejected) as info:
         client.embed_documents(["Dune", "Emma"])
