@@ -59,7 +59,8 @@ PRESETS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 
 INSTALL_SGLANG_HINT = (
-    'install it with `pip install "sglang[all]"` (Python >= 3.11, a recent NVIDIA driver), '
+    "install it with the server extra, `pip install 'bookrec[server]'` (or "
+    "`pip install sglang smg`; Python >= 3.11, a recent NVIDIA driver), "
     "or run this script inside the lmsysorg/sglang image (see deploy/compose.yaml)"
 )
 INSTALL_SMG_HINT = (
@@ -786,7 +787,8 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
         {
             "model": name,
             "input": [
-                "Instruct: Given a description of what a reader wants, retrieve matching books\n"
+                "Instruct: Given a reader's interests or a book description, retrieve "
+                "descriptions of books that the reader would enjoy\n"
                 "Query:a cozy mystery set in a bookshop"
             ],
         }

@@ -175,7 +175,8 @@ def fake_tools(tmp_path: Path) -> FakeTools:
 
 _CORPUS = [
     "A quiet detective story set in Kyoto, told by a retired bookseller.",
-    "Instruct: Given a description of what a reader wants, retrieve matching books\nQuery:",
+    "Instruct: Given a reader's interests or a book description, retrieve descriptions "
+    "of books that the reader would enjoy\nQuery:",
     "a sweeping space opera about generation ships and the families aboard them",
     "一本关于江南园林与文人生活的散文集",
     "The history of the printing press and how cheap books changed Europe.",

@@ -27,7 +27,8 @@ from tests.serving.conftest import (
 
 TEXTS = [
     "A quiet detective story set in Kyoto.",
-    "Instruct: Given a description of what a reader wants, retrieve matching books\n"
+    "Instruct: Given a reader's interests or a book description, retrieve descriptions "
+    "of books that the reader would enjoy\n"
     "Query:a sweeping space opera about generation ships",
     "一本关于江南园林的散文集",
     "Poems",

@@ -86,7 +86,7 @@ def pid_alive(pid: int) -> bool:
 def test_missing_sglang_says_how_to_install_it() -> None:
     result = run_launch("--port", str(free_port()))
     assert result.returncode == 1
-    assert 'pip install "sglang[all]"' in result.stderr
+    assert "pip install 'bookrec[server]'" in result.stderr
     assert "lmsysorg/sglang" in result.stderr
 
 
