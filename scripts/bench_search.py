@@ -108,15 +108,10 @@ def random_unit(n: int, d: int, seed: int) -> NDArray[np.float32]:
     return out
 
 
-def timed(fn: Callable[[int], Any], reps: int, warmup: int = 1) -> list[float]:
-    for i in range(warmup):
-        fn(i)
-    times = []
-    for i in range(reps):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return times
+def clock(fn: Callable[[int], Any], i: int) -> float:
+    t0 = time.perf_counter()
+    fn(i)
+    return time.perf_counter() - t0
 
 
 def rss() -> dict[str, int]:
@@ -160,54 +155,67 @@ def run_case(n: int, d: int, *, quick: bool, threads: list[int]) -> tuple[list[R
 
     exact = [search(matrix, queries[i], K)[0] for i in range(BATCH)]
 
-    bookrec = Row("b) bookrec ranking.search (M @ q + top-k)")
-    bookrec_batch = Row("c) bookrec ranking.search_batch (64 queries per call)")
-    for t in threads:
-        with Threads(t):
-            bookrec.single[t] = timed(lambda i: search(matrix, queries[i % BATCH], K), reps_single)
-            calls = timed(lambda i: search_batch(matrix, queries, K), reps_batch)
-            bookrec_batch.batch[t] = [c / BATCH for c in calls]
-    rows_b, _ = search_batch(matrix, queries, K)
-    same = sum(rows_b[i].tolist() == exact[i].tolist() for i in range(BATCH))
-    bookrec.agree = "reference"
-    bookrec_batch.agree = f"{same}/{BATCH} identical"
-
     from sklearn.metrics.pairwise import cosine_similarity
 
     def naive(i: int) -> NDArray[np.intp]:
         scores = cosine_similarity(queries[i % BATCH][None, :], matrix)[0]
         return np.argsort(-scores)[:K]
 
-    tutorial = Row("a) sklearn cosine_similarity + full argsort (tutorial)")
-    for t in threads:
-        with Threads(t):
-            tutorial.single[t] = timed(naive, reps_naive)
-    checks = min(reps_naive + 1, BATCH)
-    same = sum(set(naive(i).tolist()) == set(exact[i].tolist()) for i in range(checks))
-    tutorial.agree = f"{same}/{checks} same top-10"
-    gc.collect()
-
-    rows = [tutorial, bookrec, bookrec_batch]
+    index: Any = None
     if faiss is not None:
         index = faiss.IndexFlatIP(d)
         index.add(matrix)
-        flat = Row("d) faiss IndexFlatIP, single query")
-        flat_batch = Row("d) faiss IndexFlatIP, 64 queries per call")
-        for t in threads:
-            with Threads(t):
-                flat.single[t] = timed(
-                    lambda i: index.search(queries[i % BATCH][None, :], K), reps_single
-                )
-                calls = timed(lambda i: index.search(queries, K), reps_batch)
-                flat_batch.batch[t] = [c / BATCH for c in calls]
+    else:
+        notes.append("faiss is not installed: pip install faiss-cpu to compare")
+
+    tutorial = Row("a) sklearn cosine_similarity + full argsort (tutorial)")
+    bookrec = Row("b) bookrec ranking.search (M @ q + top-k)")
+    bookrec_batch = Row("c) bookrec ranking.search_batch (64 queries per call)")
+    flat = Row("d) faiss IndexFlatIP, single query")
+    flat_batch = Row("d) faiss IndexFlatIP, 64 queries per call")
+    singles: list[tuple[Row, Callable[[int], Any], int]] = [
+        (bookrec, lambda i: search(matrix, queries[i % BATCH], K), reps_single),
+        (tutorial, naive, reps_naive),
+    ]
+    batches: list[tuple[Row, Callable[[int], Any]]] = [
+        (bookrec_batch, lambda i: search_batch(matrix, queries, K)),
+    ]
+    if index is not None:
+        singles.append((flat, lambda i: index.search(queries[i % BATCH][None, :], K), reps_single))
+        batches.append((flat_batch, lambda i: index.search(queries, K)))
+    # The methods take turns, so that they all see the same machine: on a shared VM the memory
+    # bandwidth (which bounds every exact scan) drifts by tens of percent over a minute.
+    for t in threads:
+        with Threads(t):
+            for row, fn, _ in singles:
+                fn(0)
+                row.single[t] = []
+            for r in range(reps_single):
+                for row, fn, reps in singles:
+                    if r < reps:
+                        row.single[t].append(clock(fn, r))
+            for row, fn in batches:
+                fn(0)
+                row.batch[t] = []
+            for r in range(reps_batch):
+                for row, fn in batches:
+                    row.batch[t].append(clock(fn, r) / BATCH)
+
+    rows_b, _ = search_batch(matrix, queries, K)
+    same = sum(rows_b[i].tolist() == exact[i].tolist() for i in range(BATCH))
+    bookrec.agree = "reference"
+    bookrec_batch.agree = f"{same}/{BATCH} identical"
+    checks = min(reps_naive + 1, BATCH)
+    same = sum(set(naive(i).tolist()) == set(exact[i].tolist()) for i in range(checks))
+    tutorial.agree = f"{same}/{checks} same top-10"
+    rows = [tutorial, bookrec, bookrec_batch]
+    if index is not None:
         _, found = index.search(queries, K)
         same = sum(set(found[i].tolist()) == set(exact[i].tolist()) for i in range(BATCH))
         flat.agree = flat_batch.agree = f"{same}/{BATCH} same top-10"
         rows += [flat, flat_batch]
-        del index
-        gc.collect()
-    else:
-        notes.append("faiss is not installed: pip install faiss-cpu to compare")
+        index = None
+    gc.collect()
 
     # Memory: save as a bookrec index, open it memory-mapped, search once.
     with tempfile.TemporaryDirectory(prefix="bench-index-", dir=os.environ.get("TMPDIR")) as tmp:
