@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from client import InvalidInputError, ModelIdentity, ProgressCallback
 
 from .catalog import Catalog, book_text
+
+if TYPE_CHECKING:
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 __all__ = ["LEXICAL_MODEL_PREFIX", "LexicalEmbedder", "LexicalScorer"]
 
@@ -28,6 +30,10 @@ _NGRAMS = (1, 3)
 
 
 def _vectorizer() -> TfidfVectorizer:
+    # scikit-learn is imported here, not at module level: it costs about a second, and most
+    # commands (similar, recommend from history, index with a service) never need it.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     return TfidfVectorizer(
         analyzer="char_wb",
         ngram_range=_NGRAMS,
@@ -74,6 +80,8 @@ class LexicalEmbedder:
         dims = min(max_dimensions, n_features, n_docs)
         self._svd: TruncatedSVD | None = None
         if dims < n_features:
+            from sklearn.decomposition import TruncatedSVD
+
             self._svd = TruncatedSVD(
                 n_components=dims, algorithm="randomized", n_iter=7, random_state=0
             )
