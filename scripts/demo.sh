@@ -20,13 +20,14 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
 py="$venv/bin/python"
+source scripts/_pip.sh
 
 echo "[demo] installing bookrec into $venv (requirements/main.txt)" >&2
-"$py" -m pip install --quiet --disable-pip-version-check -r requirements/main.txt
+pip_install "$py" -r requirements/main.txt
 if [[ "${BOOKREC_INSTALL_CPU:-0}" == "1" ]]; then
     echo "[demo] installing the CPU server extra (torch, transformers)" >&2
-    "$py" -m pip install --quiet --disable-pip-version-check -e '.[cpu]'
+    pip_install "$py" -e '.[cpu]'
 fi
-"$py" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+pip_install "$py" --no-deps -e .
 
 exec "$venv/bin/bookrec" demo "$@"

@@ -8,9 +8,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi
 py="$venv/bin/python"
+source scripts/_pip.sh
 # The lock pins torch to its CPU build (found locally by pip); see README "Development".
-"$py" -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt 2>&1 \
-    | grep -v "is neither a file nor a directory" || true
-"$py" -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
-    | grep -v "is neither a file nor a directory" || true
+pip_install "$py" -r requirements/dev.txt
+pip_install "$py" --no-deps -e .
 exec "$py" -m pytest "$@"
