@@ -33,6 +33,7 @@ from tenacity import (
 
 from ._cache import EmbeddingCache, cache_key
 from ._config import ClientConfig, Endpoint
+from ._constants import PLACEHOLDER_API_KEY
 from ._exceptions import (
     ConfigurationError,
     EmbeddingError,
@@ -94,6 +95,33 @@ Flow = Generator[Action, Outcome, Vectors]
 
 
 # -- response parsing -------------------------------------------------------------------------
+def sdk_options(config: ClientConfig) -> list[dict[str, Any]]:
+    """Constructor arguments of the SDK client for each endpoint, shared by both drivers.
+
+    ``max_retries=0``: tenacity (in :class:`Engine`) is the only retry layer. Only these four
+    arguments are passed, which keeps the code neutral to the SDK's transport package.
+    """
+    timeout = openai.Timeout(config.timeout, connect=config.connect_timeout)
+    return [
+        {
+            "base_url": ep.base_url,
+            "api_key": ep.api_key or PLACEHOLDER_API_KEY,
+            "max_retries": 0,
+            "timeout": timeout,
+        }
+        for ep in config.endpoints
+    ]
+
+
+def open_cache(
+    config: ClientConfig, cache: EmbeddingCache | None
+) -> tuple[EmbeddingCache | None, bool]:
+    """The cache a client uses, and whether the client opened it (and so must close it)."""
+    if cache is None and config.cache_path is not None:
+        return EmbeddingCache(config.cache_path), True
+    return cache, False
+
+
 def parse_response(content: str | bytes, expected: int) -> tuple[str, NDArray[np.float32]]:
     """Parse a ``/v1/embeddings`` body into ``(model, rows in input order)``.
 

@@ -11,8 +11,7 @@ import openai
 
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
-from ._constants import PLACEHOLDER_API_KEY
-from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep
+from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep, open_cache, sdk_options
 from ._types import ModelIdentity, ProgressCallback, Vectors
 
 __all__ = ["EmbeddingClient"]
@@ -35,22 +34,10 @@ class EmbeddingClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config if config is not None else ClientConfig.from_env()
-        self._owns_cache = cache is None and self._config.cache_path is not None
-        if self._owns_cache and self._config.cache_path is not None:
-            cache = EmbeddingCache(self._config.cache_path)
-        self._cache = cache
-        self._engine = Engine(self._config, cache, clock)
+        self._cache, self._owns_cache = open_cache(self._config, cache)
+        self._engine = Engine(self._config, self._cache, clock)
         self._sleep = sleep
-        timeout = openai.Timeout(self._config.timeout, connect=self._config.connect_timeout)
-        self._sdks = [
-            openai.OpenAI(
-                base_url=ep.base_url,
-                api_key=ep.api_key or PLACEHOLDER_API_KEY,
-                max_retries=0,
-                timeout=timeout,
-            )
-            for ep in self._config.endpoints
-        ]
+        self._sdks = [openai.OpenAI(**options) for options in sdk_options(self._config)]
         self._slots = threading.BoundedSemaphore(self._config.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
