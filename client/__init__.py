@@ -1,7 +1,7 @@
 """bookrec's embedding client: a thin layer over the openai SDK for Qwen3-Embedding on SGLang.
 
 ```python
-from client import ClientConfig, EmbeddingClient
+from bookrec.client import ClientConfig, EmbeddingClient
 
 with EmbeddingClient(ClientConfig.from_env()) as embedder:
     books = embedder.embed_documents(["A quiet novel about ...", ...])      # (n, d) float32
@@ -60,7 +60,7 @@ __all__ = [
 # reprs, tracebacks and docs show ``client.EmbeddingError`` rather than a private module.
 for _name in __all__:
     _member = globals()[_name]
-    if getattr(_member, "__module__", "").startswith("client."):
+    if getattr(_member, "__module__", "").startswith(__name__ + "."):
         try:
             _member.__module__ = __name__
         except (AttributeError, TypeError):

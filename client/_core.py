@@ -47,7 +47,7 @@ from ._exceptions import (
 from ._text import estimate_tokens, truncate_to_tokens
 from ._types import ModelIdentity, Vectors
 
-logger = logging.getLogger("client")
+logger = logging.getLogger(__name__)
 
 Role = Literal["query", "document"]
 Clock = Callable[[], float]

@@ -13,7 +13,7 @@ from ._exceptions import EmbeddingRejected, EmbeddingResponseError, EmbeddingUna
 
 __all__ = ["check_ready", "list_models", "root_url", "wait_until_ready"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger(__name__)
 
 
 def root_url(base_url: str) -> str:

@@ -1,8 +1,8 @@
 """bookrec's recommender: catalogs, the vector index, ranking and recommendations with reasons.
 
 ```python
-from client import ClientConfig, EmbeddingClient
-from recommender import Recommender, build_index, load_catalog
+from bookrec.client import ClientConfig, EmbeddingClient
+from bookrec.recommender import Recommender, build_index, load_catalog
 
 catalog = load_catalog("books.jsonl")
 with EmbeddingClient(ClientConfig.from_env()) as embedder:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from client import ClientConfig, Embedder, EmbeddingClient
+from bookrec.client import ClientConfig, Embedder, EmbeddingClient
 
 from .ranking import normalize, top_k
 

@@ -40,9 +40,8 @@ from typing import Any, NoReturn, TextIO
 
 from tqdm import tqdm
 
-import client
-import recommender
-from client import ClientConfig, EmbeddingClient, Endpoint
+from bookrec import client, recommender
+from bookrec.client import ClientConfig, EmbeddingClient, Endpoint
 
 __all__ = [
     "EXIT_FAILURE",
@@ -66,7 +65,7 @@ EXIT_INTERRUPTED = 130
 DEFAULT_INDEX_DIR = ".bookrec/index"
 API_KEY_ENV = "BOOKREC_API_KEY"
 
-logger = logging.getLogger("recommender.cli")
+logger = logging.getLogger(__name__)
 
 
 class CliError(Exception):
@@ -79,7 +78,9 @@ class CliError(Exception):
 
 def sample_catalog_path() -> Path:
     """The sample catalog shipped in the package (151 books, English and Chinese)."""
-    return Path(str(resources.files("recommender").joinpath("data", "sample_catalog.jsonl")))
+    return Path(
+        str(resources.files("bookrec.recommender").joinpath("data", "sample_catalog.jsonl"))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +517,7 @@ def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from recommender import demo  # the demo pulls in process management only when asked for
+    from bookrec.recommender import demo  # the demo pulls in process management only when asked for
 
     return demo.run(args, out)
 

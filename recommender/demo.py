@@ -3,10 +3,10 @@
 It picks the best embedding backend available, in this order:
 
 1. the embedding service at the configured URL (``BOOKREC_BASE_URL``), if it answers;
-2. the CPU server (``scripts/launch_server.sh --cpu``), started for the demo and stopped at the
+2. the CPU server (``python -m bookrec.cpu_server``), started for the demo and stopped at the
    end, if a model is on this machine: ``BOOKREC_CPU_MODEL`` (a local model directory) or
    Qwen3-Embedding-0.6B in the Hugging Face cache (larger models are too slow on a CPU for a
-   demo); it needs ``pip install '.[cpu]'``;
+   demo); it needs the ``cpu`` extra (torch and transformers);
 3. lexical mode: TF-IDF over the same book texts, no model at all. The output says so at the
    top and the bottom, because the results are only a preview of the real thing.
 
@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import client
-import recommender
-from client import EmbeddingClient, Endpoint
-from recommender.cli import (
+from bookrec import client, recommender
+from bookrec.client import EmbeddingClient, Endpoint
+from bookrec.recommender.cli import (
     CliError,
     ProgressBar,
     book_label,
@@ -46,8 +45,7 @@ from recommender.cli import (
 
 __all__ = ["find_local_model", "run"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_SCRIPT = REPO_ROOT / "scripts" / "launch_server.sh"
+CPU_SERVER_MODULE = "bookrec.cpu_server"
 CPU_MODEL_ENV = "BOOKREC_CPU_MODEL"
 CPU_MODEL_ID = "Qwen/Qwen3-Embedding-0.6B"
 STOP_GRACE_SECONDS = 40.0
@@ -173,7 +171,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 @dataclass
 class CpuServer:
-    """The CPU server, started through the launch script, in its own session."""
+    """The CPU server (``python -m bookrec.cpu_server``), in its own session."""
 
     model: LocalModel
     log_path: Path
@@ -187,21 +185,18 @@ class CpuServer:
 
     def start(self) -> None:
         env = dict(os.environ)
-        env["BOOKREC_PYTHON"] = sys.executable  # the interpreter that has torch
         if self.model.offline:
             env["HF_HUB_OFFLINE"] = "1"
         argv = [
-            "bash",
-            str(LAUNCH_SCRIPT),
-            "--cpu",
+            sys.executable,  # the interpreter that runs bookrec, so it has the cpu extra
+            "-m",
+            CPU_SERVER_MODULE,
             "--model",
             self.model.name,
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--wait-timeout",
-            str(max(self.timeout, 1.0)),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -245,7 +240,7 @@ class CpuServer:
         proc = self.process
         if proc is None or proc.poll() is not None:
             return
-        # The launcher stops its own children on SIGTERM (they live in their own sessions).
+        # The server finishes the batch in flight and exits on SIGTERM.
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
@@ -336,11 +331,6 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
         hint = (
             f"found a local model ({model.where}) but {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed (pip install '.[cpu]')"
-        )
-    elif not LAUNCH_SCRIPT.is_file():
-        hint = (
-            f"found a local model ({model.where}) but not {LAUNCH_SCRIPT.name}, which "
-            "starts the CPU server (run the demo from a source checkout)"
         )
     if hint:
         if mode == "cpu":

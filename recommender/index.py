@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from client import Embedder, EmbeddingError, ModelIdentity
+from bookrec.client import Embedder, EmbeddingError, ModelIdentity
 
 from .catalog import BOOK_TEXT_VERSION, Catalog, book_text, content_hash
 from .errors import (

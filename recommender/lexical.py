@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from client import InvalidInputError, ModelIdentity, ProgressCallback
+from bookrec.client import InvalidInputError, ModelIdentity, ProgressCallback
 
 from .catalog import Catalog, book_text
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypedDict, Unpack
 import numpy as np
 from numpy.typing import NDArray
 
-from client import Embedder, EmbeddingUnavailable
+from bookrec.client import Embedder, EmbeddingUnavailable
 
 from .catalog import Book, Catalog, book_text, normalize_name
 from .errors import EmptyProfileError, IndexMismatchError, UnknownBookError

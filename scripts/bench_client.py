@@ -6,7 +6,7 @@ Two measurements:
 1. Throughput against a server with a fixed cost per request (default 20 ms + 0.05 ms per
    text, a sleep in the fake server): (a) one request per text, in sequence, with the plain
    openai SDK, as a naive tutorial does (timed on a sample of the texts to keep the run
-   short); (b) ``client.EmbeddingClient.embed_documents`` on all texts (batches by count and
+   short); (b) ``bookrec.client.EmbeddingClient.embed_documents`` on all texts (batches by count and
    token budget, several in flight). Prints texts/s for both and the ratio (target >= 30x).
 2. Client CPU time per 1024-d vector against a server that answers at once with base64
    (target <= 50 us), default client configuration. The server runs in a separate process so
@@ -27,15 +27,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import openai
 
-import openai  # noqa: E402
-
-from client import ClientConfig, EmbeddingClient, Endpoint  # noqa: E402
-from tests.fake_sglang import FakeSGLang  # noqa: E402
+from bookrec.client import ClientConfig, EmbeddingClient, Endpoint
+from bookrec.client.testing import FakeSGLang
 
 MODEL = "Qwen/Qwen3-Embedding-0.6B"
 
@@ -62,8 +58,7 @@ def book_texts(n: int, seed: int = 7) -> list[str]:
 def server_process(dim: int) -> Iterator[str]:
     """The fake server in its own process; yields its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_sglang", "--port", "0", "--dim", str(dim)],
-        cwd=ROOT,
+        [sys.executable, "-m", "bookrec.client.testing", "--port", "0", "--dim", str(dim)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -28,7 +28,6 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,11 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from client import ModelIdentity
-from recommender import VectorIndex
-from recommender.ranking import search, search_batch
+from bookrec.client import ModelIdentity
+from bookrec.recommender import VectorIndex
+from bookrec.recommender.ranking import search, search_batch
 
 try:
     from threadpoolctl import threadpool_limits

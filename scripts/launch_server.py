@@ -3,8 +3,8 @@
 
 GPU mode (the default) runs ``sglang serve`` with the flags Qwen3-Embedding needs. With
 ``--gpus 0,1,...`` it runs one SGLang worker per GPU, each on its own port, behind SGLang's
-model gateway (``smg``) on the main port. ``--cpu`` runs ``deploy/cpu_server.py`` instead: the
-same HTTP API on transformers and torch, for machines without a GPU.
+model gateway (``smg``) on the main port. ``--cpu`` runs ``python -m bookrec.cpu_server``
+instead: the same HTTP API on transformers and torch, for machines without a GPU.
 
 The script checks the machine first (SGLang installed, a GPU visible, the ports free), starts the
 processes, waits until the service answers ``/ready`` and prints the base URL and a curl example.
@@ -35,8 +35,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CPU_SERVER = REPO_ROOT / "deploy" / "cpu_server.py"
+#: The CPU server, installed with bookrec (its `cpu` extra brings torch and transformers).
+CPU_SERVER_MODULE = "bookrec.cpu_server"
 
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 DEFAULT_HOST = "127.0.0.1"
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Start the bookrec embedding service: SGLang serving Qwen3-Embedding on NVIDIA\n"
             "GPUs (default), or the CPU server with --cpu. Both speak the same\n"
             "OpenAI-compatible /v1/embeddings API. Arguments after `--` go verbatim to\n"
-            "`sglang serve` (or to deploy/cpu_server.py with --cpu)."
+            "`sglang serve` (or to the CPU server with --cpu)."
         ),
         epilog=(
             "examples:\n"
@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--cpu",
         action="store_true",
-        help="run deploy/cpu_server.py (transformers + torch on CPU) instead of SGLang",
+        help="run the CPU server, python -m bookrec.cpu_server (transformers + torch), "
+        "instead of SGLang",
     )
     mode.add_argument(
         "--gpus",
@@ -490,7 +491,8 @@ def plan(opts: Options) -> list[Process]:
     if args.cpu:
         argv = [
             sys.executable,
-            str(CPU_SERVER),
+            "-m",
+            CPU_SERVER_MODULE,
             "--model",
             opts.model,
             "--host",
@@ -593,13 +595,20 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
 def preflight(opts: Options) -> list[str]:
     """Everything that would make the launch fail, as messages for the user."""
     args = opts.args
     problems: list[str] = []
     if args.cpu:
-        if not CPU_SERVER.is_file():
-            problems.append(f"{CPU_SERVER} is missing")
+        if not _importable(CPU_SERVER_MODULE):
+            problems.append(f"bookrec is not installed for {sys.executable}: {INSTALL_CPU_HINT}")
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         if missing:
             problems.append(

@@ -5,4 +5,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv="${BOOKREC_VENV:-.venv}"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
-"$venv/bin/mypy"
+# mypy resolves imports from folders, not from the editable install's import hook, so it reads
+# the package through a tree of links laid out as installed: bookrec/client -> client/, ...
+tree=build/mypy-path
+rm -rf "$tree"
+mkdir -p "$tree/bookrec"
+ln -s ../../../client "$tree/bookrec/client"
+ln -s ../../../recommender "$tree/bookrec/recommender"
+ln -s ../../../deploy/cpu_server "$tree/bookrec/cpu_server"
+MYPYPATH="$tree" "$venv/bin/mypy" -p bookrec.client -p bookrec.recommender

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.fake_sglang import FakeSGLang
+from bookrec.client.testing import FakeSGLang
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-import client
+from bookrec import client
 
 DOCUMENTED = {
     "ClientConfig", "RetryPolicy", "Endpoint", "PromptTemplate", "ModelIdentity",
@@ -31,7 +31,7 @@ def test_public_members_are_presented_from_the_package() -> None:
     for name in client.__all__:
         member = getattr(client, name)
         if inspect.isclass(member) or inspect.isfunction(member):
-            assert member.__module__ == "client", name
+            assert member.__module__ == "bookrec.client", name
 
 
 def test_no_other_public_names() -> None:

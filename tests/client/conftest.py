@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from client import (
+from bookrec.client import (
     AsyncEmbeddingClient,
     ClientConfig,
     EmbeddingCache,
@@ -20,7 +20,7 @@ from client import (
     Endpoint,
     RetryPolicy,
 )
-from tests.fake_sglang import FakeSGLang
+from bookrec.client.testing import FakeSGLang
 
 
 class FakeClock:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import CacheError, EmbeddingCache, IncompatibleModelError, ModelIdentity
-from client._cache import cache_key
+from bookrec.client import CacheError, EmbeddingCache, IncompatibleModelError, ModelIdentity
+from bookrec.client._cache import cache_key
+from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import MakeClient, config_for
-from tests.fake_sglang import FakeSGLang, fake_vector
 
 TEXTS = ["Dune", "Emma", "Ulysses"]
 
@@ -152,8 +152,8 @@ def test_several_processes_share_one_cache(tmp_path: Path) -> None:
         """
         import sys
         import numpy as np
-        from client._cache import EmbeddingCache, cache_key
-        from client import ModelIdentity
+        from bookrec.client._cache import EmbeddingCache, cache_key
+        from bookrec.client import ModelIdentity
         who = sys.argv[2]
         identity = ModelIdentity("m", 8)
         with EmbeddingCache(sys.argv[1]) as cache:

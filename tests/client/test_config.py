@@ -7,7 +7,7 @@ import logging
 import openai
 import pytest
 
-from client import (
+from bookrec.client import (
     AsyncEmbeddingClient,
     ClientConfig,
     ConfigurationError,
@@ -17,8 +17,8 @@ from client import (
     PromptTemplate,
     RetryPolicy,
 )
+from bookrec.client.testing import FakeSGLang
 from tests.client.conftest import MakeClient, config_for
-from tests.fake_sglang import FakeSGLang
 
 SECRET = "sk-very-secret-key-1234"
 

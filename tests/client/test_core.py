@@ -9,15 +9,15 @@ import httpx
 import numpy as np
 import pytest
 
-from client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens
-from client._core import (
+from bookrec.client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens
+from bookrec.client._core import (
     CircuitBreaker,
     _input_specific,
     parse_response,
     parse_retry_after,
     plan_batches,
 )
-from client._text import truncate_to_tokens
+from bookrec.client._text import truncate_to_tokens
 from tests.client.conftest import FakeClock
 
 

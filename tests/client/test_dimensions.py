@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client import ClientConfig, ConfigurationError, Endpoint, ModelIdentity
+from bookrec.client import ClientConfig, ConfigurationError, Endpoint, ModelIdentity
+from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import MakeClient, config_for
-from tests.fake_sglang import FakeSGLang, fake_vector
 
 
 def truncated(text: str, full: int, dims: int) -> np.ndarray:

@@ -8,14 +8,14 @@ import httpx
 import numpy as np
 import pytest
 
-from client import (
+from bookrec.client import (
     EmbeddingResponseError,
     InvalidInputError,
     PromptTemplate,
     estimate_tokens,
 )
+from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import MakeClient, config_for
-from tests.fake_sglang import FakeSGLang, fake_vector
 
 QWEN_QUERY = "Instruct: {instruction}\nQuery:{text}"
 
@@ -200,7 +200,7 @@ def test_long_texts_are_truncated_on_the_client_with_a_warning(
     with FakeSGLang(dim=16, max_input_tokens=100) as server:
         client = make_client(config_for(server, max_input_tokens=100))
         long_text = "word " * 400  # about 500 tokens
-        with caplog.at_level(logging.WARNING, logger="client"):
+        with caplog.at_level(logging.WARNING, logger="bookrec.client"):
             vectors = client.embed_documents(["short", long_text])
     sent = server.embedded_texts
     assert sent[0] == "short"

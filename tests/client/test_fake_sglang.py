@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.fake_sglang import FakeSGLang, fake_token_count, fake_vector
+from bookrec.client.testing import FakeSGLang, fake_token_count, fake_vector
 
 
 def post(server: FakeSGLang, body: object, **kwargs: object) -> httpx.Response:

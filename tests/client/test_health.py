@@ -6,14 +6,14 @@ import socket
 
 import pytest
 
-from client import (
+from bookrec.client import (
     EmbeddingRejected,
     EmbeddingUnavailable,
     check_ready,
     list_models,
     wait_until_ready,
 )
-from tests.fake_sglang import FakeSGLang
+from bookrec.client.testing import FakeSGLang
 
 
 def _paths(server: FakeSGLang) -> list[str]:

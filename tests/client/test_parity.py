@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client import AsyncEmbeddingClient, EmbeddingClient, EmbeddingRejected, RetryPolicy
+from bookrec.client import AsyncEmbeddingClient, EmbeddingClient, EmbeddingRejected, RetryPolicy
+from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import FakeClock, config_for
-from tests.fake_sglang import FakeSGLang, fake_vector
 
 
 def scenario(kind: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import openai
 import pytest
 import tenacity
 
-from client import (
+from bookrec.client import (
     EmbeddingError,
     EmbeddingRejected,
     EmbeddingTimeout,
@@ -21,8 +21,8 @@ from client import (
     IncompatibleModelError,
     RetryPolicy,
 )
+from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import FakeClock, MakeClient, config_for
-from tests.fake_sglang import FakeSGLang, fake_vector
 
 
 def dead_url() -> str:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from client import EmbeddingUnavailable, ModelIdentity
-from recommender import Book, Catalog
+from bookrec.client import EmbeddingUnavailable, ModelIdentity
+from bookrec.recommender import Book, Catalog
 
 
 def text_vector(text: str, dim: int) -> NDArray[np.float32]:

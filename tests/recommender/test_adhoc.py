@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender import encode_texts, find_similar_items, recommend_items
-from tests.fake_sglang import FakeSGLang, fake_vector
+from bookrec.client.testing import FakeSGLang, fake_vector
+from bookrec.recommender import encode_texts, find_similar_items, recommend_items
 from tests.recommender.conftest import FakeEmbedder
 
 DOCS = ["cats", "dogs", "stars"]

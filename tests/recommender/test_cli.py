@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recommender.cli import main
-from tests.fake_sglang import FakeSGLang, fake_vector
+from bookrec.client.testing import FakeSGLang, fake_vector
+from bookrec.recommender.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ class Bookrec:
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "recommender.cli", *args],
+            [sys.executable, "-m", "bookrec.recommender.cli", *args],
             cwd=self.cwd,
             env=self.env,
             capture_output=True,

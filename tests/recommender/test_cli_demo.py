@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-import client
-from recommender import demo
-from recommender.cli import Column, display_width, main, pad, render_table, truncate
-
-REPO = Path(__file__).resolve().parents[2]
+from bookrec import client
+from bookrec.recommender import demo
+from bookrec.recommender.cli import Column, display_width, main, pad, render_table, truncate
 
 
 def _closed_port() -> int:
@@ -129,20 +127,6 @@ def test_demo_says_when_torch_is_missing(
     assert out.count("running in LEXICAL mode (TF-IDF), results are a degraded preview") == 2
 
 
-def test_demo_without_the_launch_script(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
-    """An installed wheel has no scripts/: the demo falls back and says why."""
-    monkeypatch.setenv("BOOKREC_BASE_URL", f"http://127.0.0.1:{_closed_port()}/v1")
-    monkeypatch.setenv("BOOKREC_CPU_MODEL", str(_fake_model_dir(clean_env / "m")))
-    monkeypatch.setattr(demo, "_missing_cpu_packages", list)
-    monkeypatch.setattr(demo, "LAUNCH_SCRIPT", clean_env / "scripts" / "launch_server.sh")
-    code, out, err = _demo(capsys=capsys)
-    assert code == 0, err
-    assert "but not launch_server.sh, which starts the CPU server" in out
-    assert "running in LEXICAL mode" in out
-
-
 def test_demo_forced_modes_fail_clearly(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -191,11 +175,10 @@ def test_demo_starts_and_stops_the_cpu_server(tmp_path: Path) -> None:
         HF_HOME=str(tmp_path / "hf-home"),
         BOOKREC_BASE_URL=f"http://127.0.0.1:{_closed_port()}/v1",
         BOOKREC_CPU_MODEL=str(model),
-        PYTHONPATH=str(REPO),
         PYTHONIOENCODING="utf-8",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "recommender.cli", "demo", "--server-timeout", "120"],
+        [sys.executable, "-m", "bookrec.recommender.cli", "demo", "--server-timeout", "120"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 
-import recommender
+from bookrec import recommender
 
 
 def test_all_is_sorted_and_complete() -> None:

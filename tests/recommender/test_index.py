@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import ModelIdentity
-from recommender import (
+from bookrec.client import ModelIdentity
+from bookrec.recommender import (
     BOOK_TEXT_VERSION,
     Catalog,
     CorruptIndexError,

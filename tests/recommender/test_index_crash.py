@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender import Catalog, VectorIndex, book_text, build_index
+from bookrec.recommender import Catalog, VectorIndex, book_text, build_index
 from tests.recommender.conftest import FakeEmbedder, make_books, text_vector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time, dataclasses
     from pathlib import Path
-    from recommender import Catalog, build_index
-    from recommender import index as ix
+    from bookrec.recommender import Catalog, build_index
+    from bookrec.recommender import index as ix
     from tests.recommender.conftest import FakeEmbedder, make_books
 
     path, target = sys.argv[1], sys.argv[2]

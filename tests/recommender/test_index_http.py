@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import ClientConfig, EmbeddingClient, Endpoint, RetryPolicy
-from recommender import (
+from bookrec.client import ClientConfig, EmbeddingClient, Endpoint, RetryPolicy
+from bookrec.client.testing import FakeSGLang, fake_vector
+from bookrec.recommender import (
     Catalog,
     IndexBuildError,
     IndexMismatchError,
@@ -20,7 +21,6 @@ from recommender import (
     book_text,
     build_index,
 )
-from tests.fake_sglang import FakeSGLang, fake_vector
 from tests.recommender.conftest import make_books
 
 FAST_FAIL = RetryPolicy(max_attempts=1, initial_wait=0.0, max_wait=0.0)

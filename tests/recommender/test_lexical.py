@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import Embedder, InvalidInputError
-from recommender import LexicalEmbedder, LexicalScorer, Recommender, build_index, load_catalog
-from recommender.lexical import LEXICAL_MODEL_PREFIX
+from bookrec.client import Embedder, InvalidInputError
+from bookrec.recommender import (
+    LexicalEmbedder,
+    LexicalScorer,
+    Recommender,
+    build_index,
+    load_catalog,
+)
+from bookrec.recommender.lexical import LEXICAL_MODEL_PREFIX
 
 SAMPLE = Path(__file__).resolve().parents[2] / "recommender" / "data" / "sample_catalog.jsonl"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender.ranking import (
+from bookrec.recommender.ranking import (
     best_match_scores,
     normalize,
     search,

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from client import ModelIdentity
-from recommender import (
+from bookrec.client import ModelIdentity
+from bookrec.recommender import (
     Book,
     Catalog,
     EmptyProfileError,
@@ -212,7 +212,7 @@ def test_degraded_path_when_every_endpoint_is_down(
 ) -> None:
     down = FakeEmbedder(3, fail_after=0)
     rec = Recommender(catalog, index, down)
-    with caplog.at_level(logging.WARNING, logger="recommender.recommend"):
+    with caplog.at_level(logging.WARNING, logger="bookrec.recommender.recommend"):
         results = rec.search("dragons of the sea", k=2)
     assert ids(results) == ["f", "e"]
     assert all(r.degraded for r in results) and results[0].reason == "matches 'dragons of the sea'"

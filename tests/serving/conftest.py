@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_SH = REPO / "scripts" / "launch_server.sh"
 LAUNCH_PY = REPO / "scripts" / "launch_server.py"
-CPU_SERVER = REPO / "deploy" / "cpu_server.py"
+CPU_SERVER_MODULE = "bookrec.cpu_server"
 VENV_BIN = str(Path(sys.executable).parent)
 # PATH for the launched processes: this interpreter, then the base system only, so that an
 # `sglang`, `smg` or `nvidia-smi` installed on the machine never leaks into a test.

@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.fake_sglang import FakeSGLang
+from bookrec.client.testing import FakeSGLang
 from tests.serving.conftest import (
     API_KEY,
     CONTEXT_LENGTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client import (
+from bookrec.client import (
     ClientConfig,
     EmbeddingClient,
     EmbeddingRejected,

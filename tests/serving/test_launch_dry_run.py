@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import CPU_SERVER, LAUNCH_PY, clean_env, run_launch
+from tests.serving.conftest import CPU_SERVER_MODULE, LAUNCH_PY, clean_env, run_launch
 
 DIMS_0_6B = [32, 64, 128, 256, 512, 768, 1024]
 DIMS_4B = [*DIMS_0_6B, 1536, 2048, 2560]
@@ -294,10 +294,10 @@ def test_cpu_mode_runs_the_cpu_server_with_the_same_options() -> None:
     )
     lines = commands(result)
     assert len(lines) == 1
-    cmd = parse_command(lines[0], program_words=2)
+    cmd = parse_command(lines[0], program_words=3)
     # The interpreter that runs the launcher (python3 from PATH) runs the CPU server too.
     assert Path(cmd.program[0]).parent == Path(sys.executable).parent
-    assert cmd.program[1] == str(CPU_SERVER)
+    assert cmd.program[1:] == ["-m", CPU_SERVER_MODULE]
     # The key reaches the CPU server through its environment, never its command line.
     assert cmd.env == {"BOOKREC_API_KEY": "***"}
     assert cmd.flags == {

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.serving.conftest import (
-    CPU_SERVER,
     LAUNCH_PY,
     LAUNCH_SH,
     FakeTools,
@@ -123,15 +122,25 @@ def test_gateway_mode_needs_smg(fake_tools: FakeTools) -> None:
     assert "pip install smg" in result.stderr
 
 
+# The CPU server with torch and transformers made unimportable (None in sys.modules).
+_CPU_SERVER_WITHOUT_TORCH = (
+    "import sys; sys.modules['torch'] = sys.modules['transformers'] = None; "
+    "from bookrec.cpu_server.__main__ import main; sys.exit(main(['--model', 'x']))"
+)
+
+
 @pytest.mark.parametrize(
     "argv",
-    [[str(LAUNCH_PY), "--cpu", "--port", "30999"], [str(CPU_SERVER), "--model", "x"]],
+    [
+        # -S hides site-packages: this interpreter then has neither torch nor bookrec.
+        ["-S", str(LAUNCH_PY), "--cpu", "--port", "30999"],
+        ["-c", _CPU_SERVER_WITHOUT_TORCH],
+    ],
     ids=["launcher", "cpu-server"],
 )
 def test_cpu_mode_without_torch_names_the_extra_to_install(argv: list[str]) -> None:
-    # -S hides site-packages: this interpreter then has neither torch nor transformers.
     result = subprocess.run(
-        [sys.executable, "-S", *argv], capture_output=True, text=True, env=clean_env(), check=False
+        [sys.executable, *argv], capture_output=True, text=True, env=clean_env(), check=False
     )
     assert result.returncode == 1
     assert "pip install 'bookrec[cpu]'" in result.stderr

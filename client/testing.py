@@ -1,9 +1,12 @@
-"""A faithful fake of SGLang's embedding server, for tests and benchmarks.
+"""A faithful fake of SGLang's embedding server, for tests of code that calls it.
+
+bookrec's own tests and benchmarks use it; so can yours (``from bookrec.client.testing import
+FakeSGLang``): no GPU, no model, deterministic vectors.
 
 A real stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (port 0 by default) running in a thread, so
 the code under test talks real HTTP through whatever transport the openai SDK uses.
 
-It reproduces what bookrec depends on (SGLang 0.5.23, see DESIGN.md "Facts"):
+It reproduces what bookrec depends on (SGLang 0.5.23):
 
 - ``POST /v1/embeddings``: ``Content-Type: application/json`` required; ``input`` a string or a
   list of strings (token ids are accepted and embedded from their decimal text); empty or
@@ -30,7 +33,7 @@ Fault knobs act on the next ``/v1/embeddings`` requests, in the order they were 
 ``wrong_count_next``, ``shuffle_next``, ``bad_index_next``, ``wrong_dim_next``.
 
 Run as a separate process (for benchmarks that must not count the server's CPU):
-``python -m tests.fake_sglang --port 0 --dim 1024`` prints ``PORT <n>`` and serves until
+``python -m bookrec.client.testing --port 0 --dim 1024`` prints ``PORT <n>`` and serves until
 stdin closes or the process is terminated.
 """
 
