@@ -27,7 +27,7 @@ from ._exceptions import (
 from ._health import check_ready, list_models, wait_until_ready
 from ._sync import EmbeddingClient
 from ._text import estimate_tokens
-from ._types import AsyncEmbedder, Embedder, ModelIdentity, ProgressCallback
+from ._types import AsyncEmbedder, Embedder, ModelIdentity, ProgressCallback, PromptFormats
 
 __all__ = [
     "AsyncEmbedder",
@@ -48,6 +48,7 @@ __all__ = [
     "InvalidInputError",
     "ModelIdentity",
     "ProgressCallback",
+    "PromptFormats",
     "PromptTemplate",
     "RetryPolicy",
     "check_ready",

@@ -32,6 +32,7 @@ from ._constants import (
     MIN_DIMENSIONS,
 )
 from ._exceptions import ConfigurationError
+from ._types import PromptFormats
 
 __all__ = ["ClientConfig", "Endpoint", "PromptTemplate", "RetryPolicy"]
 
@@ -129,6 +130,12 @@ class PromptTemplate:
         if self.symmetric:
             return self.format_query(text)
         return self.document.format(instruction=self.instruction, text=text)
+
+    def formats(self) -> PromptFormats:
+        """The document and query formats with ``{text}`` left in."""
+        return PromptFormats(
+            self.format_document("{text}"), self.format_query("{text}"), self.instruction
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import openai
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
 from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep, open_cache, sdk_options
-from ._types import ModelIdentity, ProgressCallback, Vectors
+from ._types import ModelIdentity, ProgressCallback, PromptFormats, Vectors
 
 __all__ = ["EmbeddingClient"]
 
@@ -52,6 +52,15 @@ class EmbeddingClient:
     def identity(self) -> ModelIdentity | None:
         """Model and width of the vectors, known after the first response (or from the cache)."""
         return self._engine.identity
+
+    @property
+    def dimensions(self) -> int | None:
+        """The configured Matryoshka width (``None``: the model's full width)."""
+        return self._config.dimensions
+
+    @property
+    def prompt_formats(self) -> PromptFormats:
+        return self._config.prompts.formats()
 
     @property
     def cache(self) -> EmbeddingCache | None:

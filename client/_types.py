@@ -9,7 +9,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["AsyncEmbedder", "Embedder", "ModelIdentity", "ProgressCallback", "Vectors"]
+__all__ = [
+    "AsyncEmbedder",
+    "Embedder",
+    "ModelIdentity",
+    "ProgressCallback",
+    "PromptFormats",
+    "Vectors",
+]
 
 #: ``progress(done, total)``: texts finished so far out of the texts of the call.
 ProgressCallback = Callable[[int, int], None]
@@ -32,12 +39,36 @@ class ModelIdentity:
         return f"{self.model} ({self.dimensions}-d)"
 
 
+@dataclass(frozen=True, slots=True)
+class PromptFormats:
+    """How an embedder turns texts into model inputs, as an index records it.
+
+    ``document`` and ``query`` are the formats with ``{text}`` left in (the query with the
+    default ``instruction`` filled in); vectors built with other formats are not comparable.
+    """
+
+    document: str
+    query: str
+    instruction: str
+
+
 @runtime_checkable
 class Embedder(Protocol):
-    """Anything that turns texts into unit float32 vectors (the client, fakes, TF-IDF)."""
+    """Anything that turns texts into unit float32 vectors (the client, fakes, TF-IDF).
+
+    ``identity`` is known after the first response (or from a cache), ``dimensions`` is the
+    configured width (``None``: the model's full width), ``prompt_formats`` how texts are
+    formatted (``None`` when the embedder adds no prompts).
+    """
 
     @property
     def identity(self) -> ModelIdentity | None: ...
+
+    @property
+    def dimensions(self) -> int | None: ...
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None: ...
 
     def embed_documents(
         self, texts: Sequence[str], *, progress: ProgressCallback | None = None
@@ -58,6 +89,12 @@ class AsyncEmbedder(Protocol):
 
     @property
     def identity(self) -> ModelIdentity | None: ...
+
+    @property
+    def dimensions(self) -> int | None: ...
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None: ...
 
     async def embed_documents(
         self, texts: Sequence[str], *, progress: ProgressCallback | None = None

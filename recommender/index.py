@@ -227,30 +227,6 @@ class IndexManifest:
 # Compatibility between an index and an embedder
 
 
-def _config_attr(embedder: object, name: str) -> Any:
-    config = getattr(embedder, "config", None)
-    return getattr(config, name, None) if config is not None else None
-
-
-def _configured_dimensions(embedder: object) -> int | None:
-    dims = _config_attr(embedder, "dimensions")
-    return dims if isinstance(dims, int) and not isinstance(dims, bool) else None
-
-
-def _prompt_formats(embedder: object) -> tuple[str | None, str | None, str | None]:
-    """(document format, query format, instruction) as the embedder's configuration says."""
-    prompts = _config_attr(embedder, "prompts")
-    if prompts is None:
-        return None, None, None
-    try:
-        doc = str(prompts.format_document("{text}"))
-        query = str(prompts.format_query("{text}"))
-        instruction = str(prompts.instruction)
-    except Exception:  # a foreign config object: record nothing rather than guess
-        return None, None, None
-    return doc, query, instruction
-
-
 def check_compatible(
     identity: ModelIdentity, embedder: Embedder, *, where: str | Path = "the index"
 ) -> None:
@@ -268,7 +244,7 @@ def check_compatible(
                 "(bookrec index --rebuild) or use the embedding service it was built with"
             )
         return
-    dims = _configured_dimensions(embedder)
+    dims = embedder.dimensions
     if dims is not None and dims != identity.dimensions:
         raise IndexMismatchError(
             f"the index at {where} has {identity.dimensions}-d vectors ({identity}), but the "
@@ -751,7 +727,10 @@ def _build_locked(
             old = VectorIndex.open(directory)
         except IndexNotFoundError:
             old = None
-    doc_format, query_format, instruction = _prompt_formats(embedder)
+    formats = embedder.prompt_formats
+    doc_format = formats.document if formats is not None else None
+    query_format = formats.query if formats is not None else None
+    instruction = formats.instruction if formats is not None else None
     if old is not None:
         check_compatible(old.identity, embedder, where=directory)
     staging = _Staging(

@@ -104,6 +104,15 @@ class LexicalEmbedder:
     def identity(self) -> ModelIdentity:
         return self._identity
 
+    @property
+    def dimensions(self) -> int:
+        return self._identity.dimensions
+
+    @property
+    def prompt_formats(self) -> None:
+        """No prompts: documents and queries are embedded alike."""
+        return None
+
     def _embed(
         self, texts: Sequence[str], progress: ProgressCallback | None
     ) -> NDArray[np.float32]:

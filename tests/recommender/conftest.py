@@ -46,8 +46,8 @@ class FakeEmbedder:
         self.fail_after = fail_after
         self.calls: list[tuple[str, list[str], str | None]] = []
         self._identity: ModelIdentity | None = None
-        if configured_dimensions is not None:
-            self.config = type("Config", (), {"dimensions": configured_dimensions})()
+        self.dimensions = configured_dimensions
+        self.prompt_formats = None
 
     @property
     def identity(self) -> ModelIdentity | None:
