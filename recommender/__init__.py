@@ -25,16 +25,14 @@ from .errors import (
     RecommenderError,
     UnknownBookError,
 )
+from .filters import Filters
+from .hybrid import HybridScoring
 from .index import IndexManifest, IndexReport, VectorIndex, build_index
 from .lexical import LexicalEmbedder, LexicalScorer
-from .recommend import (
-    FilterOptions,
-    Filters,
-    HybridScoring,
-    ProfileWeights,
-    Recommendation,
-    Recommender,
-)
+from .numpy_store import NumpyStore
+from .profile import ProfileWeights
+from .recommend import Recommendation, Recommender
+from .store import Hits, VectorStore
 
 __all__ = [
     "BOOK_TEXT_VERSION",
@@ -43,8 +41,8 @@ __all__ = [
     "CatalogError",
     "CorruptIndexError",
     "EmptyProfileError",
-    "FilterOptions",
     "Filters",
+    "Hits",
     "HybridScoring",
     "IndexBuildError",
     "IndexManifest",
@@ -53,12 +51,14 @@ __all__ = [
     "IndexReport",
     "LexicalEmbedder",
     "LexicalScorer",
+    "NumpyStore",
     "ProfileWeights",
     "Recommendation",
     "Recommender",
     "RecommenderError",
     "UnknownBookError",
     "VectorIndex",
+    "VectorStore",
     "book_text",
     "build_index",
     "content_hash",

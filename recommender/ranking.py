@@ -16,7 +16,7 @@ numpy has no half-precision BLAS, so ``float16 @`` would be many times slower.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,11 +25,9 @@ __all__ = [
     "Matrix",
     "best_match_scores",
     "normalize",
-    "rank_scores",
     "score_query",
     "search",
     "search_batch",
-    "select_diverse",
     "top_k",
 ]
 
@@ -147,24 +145,6 @@ def top_k(scores: Scores, k: int) -> tuple[Rows, Scores]:
     return rows, best
 
 
-def rank_scores(
-    scores: Scores,
-    k: int,
-    *,
-    allowed: NDArray[np.bool_] | None = None,
-    exclude: Sequence[int] | NDArray[np.integer] = (),
-    bonus: Scores | None = None,
-) -> tuple[Rows, Scores]:
-    """Top-k of precomputed scores after a bonus, a row mask and exclusions (in place)."""
-    if bonus is not None:
-        scores += bonus
-    if allowed is not None:
-        np.copyto(scores, NEG_INF, where=~allowed)
-    if len(exclude):
-        scores[np.asarray(exclude, dtype=np.intp)] = NEG_INF
-    return top_k(scores, k)
-
-
 def search(
     matrix: Matrix,
     query: NDArray[np.floating],
@@ -193,7 +173,13 @@ def search(
             rows, vals = top_k(sub, k)
             return kept[rows], vals
     scores = score_query(matrix, query)
-    return rank_scores(scores, k, allowed=allowed, exclude=exclude, bonus=bonus)
+    if bonus is not None:
+        scores += bonus
+    if allowed is not None:
+        np.copyto(scores, NEG_INF, where=~allowed)
+    if len(exclude):
+        scores[np.asarray(exclude, dtype=np.intp)] = NEG_INF
+    return top_k(scores, k)
 
 
 def _block_rows(m: int, n: int) -> int:
@@ -313,71 +299,3 @@ def best_match_scores(
         np.matmul(block, v.T, out=s)
         np.max(s, axis=1, out=out[a:b])
     return out
-
-
-def select_diverse(
-    relevance: NDArray[np.floating],
-    k: int,
-    *,
-    vectors: NDArray[np.floating] | None = None,
-    diversity: float = 0.0,
-    groups: Sequence[Sequence[tuple[str, Hashable]]] | None = None,
-    caps: Mapping[str, int] | None = None,
-) -> list[int]:
-    """Pick up to ``k`` positions from a candidate pool, best first.
-
-    With ``diversity`` > 0 this is maximal marginal relevance (MMR): each step picks the
-    candidate maximising ``(1 - diversity) * relevance - diversity * max cosine to the picks so
-    far`` (negative cosines count as 0; ``vectors`` are the candidates' unit vectors).
-    ``groups[i]`` lists the ``(kind, key)`` pairs of candidate ``i`` (e.g.
-    ``("author", "liu cixin")``) and ``caps`` the most picks allowed per key of each kind
-    (e.g. ``{"author": 2}``). Ties go to the earlier candidate.
-    """
-    rel = np.asarray(relevance, dtype=np.float64)
-    p = rel.shape[0]
-    if not 0.0 <= diversity <= 1.0:
-        raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
-    if k <= 0 or p == 0:
-        return []
-    caps = {kind: cap for kind, cap in (caps or {}).items() if cap is not None}
-    counts: dict[tuple[str, Hashable], int] = {}
-
-    def fits(i: int) -> bool:
-        if not caps or groups is None:
-            return True
-        return all(counts.get(g, 0) < caps[g[0]] for g in groups[i] if g[0] in caps)
-
-    def take(i: int) -> None:
-        if groups is not None:
-            for g in groups[i]:
-                counts[g] = counts.get(g, 0) + 1
-
-    picked: list[int] = []
-    if diversity == 0.0 or vectors is None:
-        for i in np.lexsort((np.arange(p), -rel)):
-            if fits(int(i)):
-                picked.append(int(i))
-                take(int(i))
-                if len(picked) == k:
-                    break
-        return picked
-
-    vecs = np.asarray(vectors, dtype=np.float32)
-    lam = 1.0 - diversity
-    available = np.ones(p, dtype=bool)
-    max_sim = np.full(p, -np.inf)
-    while len(picked) < k and available.any():
-        # Books pointing away from the picks (negative cosine) are no more diverse than
-        # unrelated ones: without the clip MMR would favour irrelevant opposites.
-        penalty = np.clip(max_sim, 0.0, None)
-        objective = lam * rel - diversity * penalty
-        objective[~available] = -np.inf
-        i = int(np.argmax(objective))
-        available[i] = False
-        if not fits(i):
-            continue
-        picked.append(i)
-        take(i)
-        sims = vecs @ vecs[i]
-        np.maximum(max_sim, sims, out=max_sim)
-    return picked

@@ -13,7 +13,7 @@ import pytest
 from numpy.typing import NDArray
 
 from bookrec.client import EmbeddingUnavailable, ModelIdentity
-from bookrec.recommender import Book, Catalog
+from bookrec.recommender import Book, Catalog, NumpyStore, VectorIndex, VectorStore
 
 
 def text_vector(text: str, dim: int) -> NDArray[np.float32]:
@@ -118,3 +118,23 @@ def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
     )
     return path
+
+
+#: ``make_store(catalog, ids, vectors, identity)`` -> a VectorStore holding those vectors.
+MakeStore = Callable[[Catalog, Sequence[str], NDArray[Any], ModelIdentity], VectorStore]
+
+
+@pytest.fixture(params=["numpy-memory", "numpy-disk"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """Every store implementation, so the recommender's scenarios run against each: the numpy
+    index in memory, and saved then memory-mapped from disk (a database store joins here)."""
+
+    def make(
+        catalog: Catalog, ids: Sequence[str], vectors: NDArray[Any], identity: ModelIdentity
+    ) -> VectorStore:
+        index = VectorIndex.from_vectors(list(ids), vectors, identity)
+        if request.param == "numpy-disk":
+            index = index.save(tmp_path / "store-index")
+        return NumpyStore(index, catalog)
+
+    return make

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bookrec.recommender.diversity import select_diverse
 from bookrec.recommender.ranking import (
     best_match_scores,
     normalize,
     search,
     search_batch,
-    select_diverse,
     top_k,
 )
 

@@ -18,8 +18,9 @@ from bookrec.recommender import (
     Recommender,
     UnknownBookError,
     VectorIndex,
+    VectorStore,
 )
-from tests.recommender.conftest import FakeEmbedder
+from tests.recommender.conftest import FakeEmbedder, MakeStore
 
 IDENTITY = ModelIdentity("fake/embedder", 3)
 BOOKS = [
@@ -59,8 +60,9 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture
-def index() -> VectorIndex:
-    return VectorIndex.from_vectors(list(VECTORS), np.array(list(VECTORS.values())), IDENTITY)
+def index(catalog: Catalog, make_store: MakeStore) -> VectorStore:
+    """The vectors in each store implementation (the scenarios below run against every one)."""
+    return make_store(catalog, list(VECTORS), np.array(list(VECTORS.values())), IDENTITY)
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def queries() -> FakeEmbedder:
 
 
 @pytest.fixture
-def rec(catalog: Catalog, index: VectorIndex, queries: FakeEmbedder) -> Recommender:
+def rec(catalog: Catalog, index: VectorStore, queries: FakeEmbedder) -> Recommender:
     return Recommender(catalog, index, queries, instruction="Find books for this reader")
 
 
@@ -180,7 +182,7 @@ def test_books_without_vectors(catalog: Catalog, queries: FakeEmbedder) -> None:
 
 
 def test_hybrid_score_is_off_by_default_and_documented(
-    catalog: Catalog, index: VectorIndex
+    catalog: Catalog, index: VectorStore
 ) -> None:
     plain = Recommender(catalog, index)
     assert ids(plain.similar("a1", k=3)) == ["b", "c", "e"]
@@ -193,7 +195,7 @@ def test_hybrid_score_is_off_by_default_and_documented(
     assert results[2].score == pytest.approx(0.5 * (4.8 - 2.5) / 2.5 + 0.05, abs=1e-6)
 
 
-def test_mismatched_embedder(catalog: Catalog, index: VectorIndex) -> None:
+def test_mismatched_embedder(catalog: Catalog, index: VectorStore) -> None:
     other = FakeEmbedder(3, model="other/model")
     other.embed_queries(["warm up"])  # identity now known
     with pytest.raises(IndexMismatchError):
@@ -208,7 +210,7 @@ def test_mismatched_embedder(catalog: Catalog, index: VectorIndex) -> None:
 
 
 def test_degraded_path_when_every_endpoint_is_down(
-    catalog: Catalog, index: VectorIndex, caplog: pytest.LogCaptureFixture
+    catalog: Catalog, index: VectorStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     down = FakeEmbedder(3, fail_after=0)
     rec = Recommender(catalog, index, down)
@@ -234,6 +236,11 @@ def test_to_dict(rec: Recommender) -> None:
         "id": "b",
         "title": "Beta",
         "authors": ["Y"],
+        "year": 1990,
+        "language": "en",
+        "tags": ["space", "robots"],
+        "series": None,
+        "rating": 3.0,
         "score": pytest.approx(0.948683, abs=1e-6),
         "reason": "similar to Alpha",
         "degraded": False,

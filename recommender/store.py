@@ -1,0 +1,80 @@
+"""The interface between the recommender and wherever the book vectors live.
+
+The recommender ranks through :class:`VectorStore` only: top-k for one or many query vectors
+with filters and exclusions, vectors by id, upsert, delete and the model identity. The
+memory-mapped numpy index (:class:`~bookrec.recommender.NumpyStore`) is the embedded default;
+a database store implements the same protocol, and the recommender's tests run against each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bookrec.client import ModelIdentity
+
+from .catalog import Book
+from .filters import Filters
+
+__all__ = ["Hits", "VectorStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """One query's results, best first: book ids and their cosines (float32)."""
+
+    ids: tuple[str, ...]
+    scores: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Unit book vectors of one model, searchable by cosine.
+
+    ``ids`` lists every book with a vector in the store's own order, which breaks ties between
+    equal scores (earlier first). A book whose metadata fails ``filters``, that is listed in
+    ``exclude`` or that the store holds no metadata for is never returned, so fewer than ``k``
+    hits can come back.
+    """
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def ids(self) -> Sequence[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, book_id: object) -> bool: ...
+
+    def vectors(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        """Float32 copies of the vectors of ``ids``, one row each (``UnknownBookError``)."""
+        ...
+
+    def search(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        *,
+        filters: Filters | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Hits]:
+        """The ``k`` best books for each row of ``queries`` (an (m, d) matrix of unit rows)."""
+        ...
+
+    def upsert(
+        self, books: Sequence[Book], vectors: NDArray[np.floating], hashes: Sequence[str]
+    ) -> None:
+        """Add or replace books with their unit vectors and content hashes, all at once."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove books (unknown ids are ignored)."""
+        ...
