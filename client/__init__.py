@@ -13,6 +13,7 @@ scores = books @ query[0]
 from ._async import AsyncEmbeddingClient
 from ._cache import EmbeddingCache
 from ._config import ClientConfig, Endpoint, PromptTemplate, RetryPolicy
+from ._constants import DEFAULT_INSTRUCTION
 from ._exceptions import (
     CacheError,
     ConfigurationError,
@@ -25,20 +26,26 @@ from ._exceptions import (
     InvalidInputError,
 )
 from ._health import check_ready, list_models, wait_until_ready
+from ._models import QWEN3_EMBEDDING_MODELS, EmbeddingModelSpec, known_model_width
+from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
 from ._sync import EmbeddingClient
-from ._text import estimate_tokens
+from ._text import estimate_tokens, is_cjk
 from ._types import AsyncEmbedder, Embedder, ModelIdentity, ProgressCallback, PromptFormats
+from ._vectors import normalize
 
-__all__ = [
+# Plain code-point order (tests/test_exported_members.py), not ruff's constants-first order.
+__all__ = [  # noqa: RUF022
     "AsyncEmbedder",
     "AsyncEmbeddingClient",
     "CacheError",
     "ClientConfig",
     "ConfigurationError",
+    "DEFAULT_INSTRUCTION",
     "Embedder",
     "EmbeddingCache",
     "EmbeddingClient",
     "EmbeddingError",
+    "EmbeddingModelSpec",
     "EmbeddingRejected",
     "EmbeddingResponseError",
     "EmbeddingTimeout",
@@ -50,10 +57,16 @@ __all__ = [
     "ProgressCallback",
     "PromptFormats",
     "PromptTemplate",
+    "QWEN3_EMBEDDING_MODELS",
     "RetryPolicy",
+    "SGLANG_INPUT_ERRORS",
+    "SGLANG_REQUEST_ERRORS",
     "check_ready",
     "estimate_tokens",
+    "is_cjk",
+    "known_model_width",
     "list_models",
+    "normalize",
     "wait_until_ready",
 ]
 

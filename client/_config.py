@@ -28,10 +28,9 @@ from ._constants import (
     DEFAULT_MAX_WAIT,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
-    KNOWN_MODEL_WIDTHS,
-    MIN_DIMENSIONS,
 )
 from ._exceptions import ConfigurationError
+from ._models import MIN_DIMENSIONS, known_model_width
 from ._types import PromptFormats
 
 __all__ = ["ClientConfig", "Endpoint", "PromptTemplate", "RetryPolicy"]
@@ -282,12 +281,6 @@ class ClientConfig:
                 prompt_changes["symmetric"] = symmetric
             changes["prompts"] = dataclasses.replace(PromptTemplate(), **prompt_changes)
         return cls(**changes)
-
-
-def known_model_width(model: str) -> int | None:
-    """The full width of a known model family member (Qwen3-Embedding), else ``None``."""
-    name = model.rstrip("/").rsplit("/", 1)[-1].lower()
-    return KNOWN_MODEL_WIDTHS.get(name)
 
 
 def _template_fields(template: str, name: str) -> set[str]:

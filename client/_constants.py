@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ._models import QWEN3_EMBEDDING_MODELS
+
 DEFAULT_BASE_URL = "http://127.0.0.1:30000/v1"
-DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_MODEL = QWEN3_EMBEDDING_MODELS["0.6B"].hub_id
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_DEADLINE = 600.0
@@ -22,14 +24,7 @@ DEFAULT_BREAKER_COOLDOWN = 30.0
 #: SGLang needs *some* bearer token in the SDK even when it checks none.
 PLACEHOLDER_API_KEY = "EMPTY"
 
-#: Qwen3-Embedding Matryoshka range: 32 up to the model's width.
-MIN_DIMENSIONS = 32
-KNOWN_MODEL_WIDTHS = {
-    "qwen3-embedding-0.6b": 1024,
-    "qwen3-embedding-4b": 2560,
-    "qwen3-embedding-8b": 4096,
-}
-
+#: The task of bookrec's queries (English even for Chinese text, as Qwen3's model card advises).
 DEFAULT_INSTRUCTION = (
     "Given a reader's interests or a book description, retrieve descriptions of books "
     "that the reader would enjoy"

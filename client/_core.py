@@ -44,8 +44,10 @@ from ._exceptions import (
     IncompatibleModelError,
     InvalidInputError,
 )
+from ._sglang import is_matryoshka_refusal, is_request_level
 from ._text import estimate_tokens, truncate_to_tokens
 from ._types import ModelIdentity, Vectors
+from ._vectors import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +58,6 @@ Clock = Callable[[], float]
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 #: A 4xx that one bad input can cause; a batch rejected with it is split to find that input.
 SPLITTABLE_STATUS = frozenset({400, 413, 422})
-#: 400s about the request as a whole, not one input: splitting would not help. (A request-level
-#: 400 not listed here is split down to the batch's first input, which the error then names; the
-#: server's own message stays in the error.)
-_REQUEST_LEVEL_MARKERS = (
-    "matryoshka",
-    "dimension",
-    "encoding_format",
-    "lora",
-    "media type",
-    "json",
-    "an embedding model",  # "does not appear to be an embedding model" (no --is-embedding)
-)
 _MAX_LISTED = 10
 
 
@@ -184,13 +174,10 @@ def _decode(embeddings: list[Any]) -> NDArray[np.float32]:
 
 
 def normalise_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Unit L2 rows, computed in float32 (servers normalise in bf16, only to about 1e-3)."""
-    matrix = matrix.astype(np.float32, copy=False)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if not (norms > 0).all():
+    """Unit L2 rows (:func:`normalize`), refusing an all-zero row: it has no direction."""
+    if not (np.linalg.norm(matrix, axis=1) > 0).all():
         raise EmbeddingResponseError("the server returned an all-zero embedding")
-    unit: NDArray[np.float32] = np.divide(matrix, norms, dtype=np.float32)
-    return unit
+    return normalize(matrix)
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -264,17 +251,14 @@ def translate_error(exc: BaseException, url: str, secrets: Sequence[str] = ()) -
 
 
 def _input_specific(error: EmbeddingRejected) -> bool:
-    if error.status_code not in SPLITTABLE_STATUS:
-        return False
-    message = error.server_message.lower()
-    return not any(marker in message for marker in _REQUEST_LEVEL_MARKERS)
+    return error.status_code in SPLITTABLE_STATUS and not is_request_level(error.server_message)
 
 
 def _is_matryoshka_refusal(error: EmbeddingError) -> bool:
     return (
         isinstance(error, EmbeddingRejected)
         and error.status_code == 400
-        and "matryoshka" in error.server_message.lower()
+        and is_matryoshka_refusal(error.server_message)
     )
 
 

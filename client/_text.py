@@ -1,4 +1,4 @@
-"""Token estimates without a tokenizer: a CJK character is about one token, other text about
+"""Text measures without a tokenizer: a CJK character is about one token, other text about
 four characters per token (Qwen3's tokenizer on English prose)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["estimate_tokens", "truncate_to_tokens"]
+__all__ = ["estimate_tokens", "is_cjk", "truncate_to_tokens"]
 
 CHARS_PER_TOKEN = 4
 # CJK punctuation, kana, CJK ideographs (and extension A), Hangul, full-width forms.
@@ -15,8 +15,10 @@ _CJK = re.compile(
 )
 
 
-def _is_cjk(char: str) -> bool:
-    return _CJK.match(char) is not None
+def is_cjk(text: str) -> bool:
+    """Whether ``text`` contains CJK characters (ideographs, kana, Hangul, CJK punctuation or
+    full-width forms): the characters :func:`estimate_tokens` counts as a token each."""
+    return _CJK.search(text) is not None
 
 
 def estimate_tokens(text: str) -> int:
@@ -37,7 +39,7 @@ def truncate_to_tokens(text: str, max_tokens: int) -> str:
         return text[: max_tokens * CHARS_PER_TOKEN]
     budget = max_tokens * CHARS_PER_TOKEN  # in quarter tokens
     for end, char in enumerate(text):
-        budget -= CHARS_PER_TOKEN if _is_cjk(char) else 1
+        budget -= CHARS_PER_TOKEN if _CJK.match(char) else 1
         if budget < 0:
             return text[:end]
     return text

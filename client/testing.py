@@ -44,7 +44,6 @@ import base64
 import hashlib
 import json
 import math
-import re
 import socket
 import sys
 import threading
@@ -58,25 +57,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["FakeSGLang", "fake_token_count", "fake_vector"]
+from ._constants import DEFAULT_MODEL
+from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
+from ._text import estimate_tokens
+from ._vectors import normalize
 
-_CJK = re.compile(
-    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
-)
+__all__ = ["FakeSGLang", "fake_token_count", "fake_vector"]
 
 
 def fake_vector(text: str, dim: int) -> NDArray[np.float32]:
     """Deterministic unit float32 vector for ``text`` (the exact string the server received)."""
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
-    vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-    norm = np.float32(np.linalg.norm(vec))
-    return (vec / norm).astype(np.float32)
+    return normalize(np.random.default_rng(seed).standard_normal(dim).astype(np.float32))
 
 
 def fake_token_count(text: str) -> int:
     """Tokens the fake server counts for ``text``, including the end-of-text token."""
-    cjk = len(_CJK.findall(text))
-    return cjk + math.ceil((len(text) - cjk) / 4) + 1
+    return estimate_tokens(text) + 1
 
 
 def _bf16(vec: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -263,10 +260,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-            self._error(400, "Unsupported Media Type: Only 'application/json' is allowed")
+            self._error(400, SGLANG_REQUEST_ERRORS["media_type"])
             return
         if not isinstance(body, dict):
-            self._error(400, "Invalid JSON body")
+            self._error(400, SGLANG_REQUEST_ERRORS["invalid_json"])
             return
         state = self.server.state
         with state.lock:
@@ -332,15 +329,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         model = body.get("model", "default")
         if not isinstance(model, str):
+            # Not in ``_sglang``'s tables (nor is "Input cannot be empty" below): the client
+            # never sends such a request, so it has no need to recognise the message.
             self._error(400, "model must be a string")
             return
         if ":" in model and model != state.served_model_name:
             adapter = model.split(":", 1)[1]
-            self._error(
-                400,
-                f"LoRA adapter '{adapter}' was requested, but LoRA is not enabled. "
-                "Please launch the server with --enable-lora.",
-            )
+            self._error(400, SGLANG_REQUEST_ERRORS["lora_disabled"].format(adapter=adapter))
             return
 
         texts = self._inputs(body.get("input"))
@@ -348,7 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         encoding = body.get("encoding_format", "float")
         if not state.legacy and encoding not in ("float", "base64"):
-            self._error(400, f"Unsupported encoding_format: {encoding!r}. Use 'float' or 'base64'.")
+            self._error(400, SGLANG_REQUEST_ERRORS["encoding_format"].format(encoding=encoding))
             return
         width = self._width(body.get("dimensions"))
         if width is None:
@@ -411,17 +406,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         for i, text in enumerate(texts):
             if not text.strip():
-                self._error(400, f"Input at index {i} cannot be empty or whitespace only")
+                self._error(400, SGLANG_INPUT_ERRORS["empty_input"].format(index=i))
                 return None
         for text in texts:
             n = fake_token_count(text)
             if n > state.max_input_tokens:
-                self._error(
-                    400,
-                    f"Input length ({n} tokens) exceeds the maximum allowed length "
-                    f"({state.max_input_tokens} tokens). Use a shorter input or enable "
-                    "--allow-auto-truncate.",
-                )
+                message = SGLANG_INPUT_ERRORS["input_too_long"]
+                self._error(400, message.format(tokens=n, limit=state.max_input_tokens))
                 return None
         return texts
 
@@ -430,28 +421,20 @@ class _Handler(BaseHTTPRequestHandler):
         if dimensions is None:
             return state.dim
         if state.matryoshka is None or state.matryoshka is False:
-            self._error(
-                400,
-                f"Model '{state.model_path}' does not support matryoshka representation, "
-                "changing output dimensions will lead to poor results.",
-            )
+            message = SGLANG_REQUEST_ERRORS["no_matryoshka"]
+            self._error(400, message.format(model=state.model_path))
             return None
         if not isinstance(dimensions, int) or dimensions < 1:
-            self._error(400, "Requested dimensions must be greater than 0")
+            self._error(400, SGLANG_REQUEST_ERRORS["dimensions_not_positive"])
             return None
         if dimensions > state.dim:
-            self._error(
-                400,
-                f"Provided dimensions are greater than max embedding dimension: {state.dim}",
-            )
+            message = SGLANG_REQUEST_ERRORS["dimensions_too_large"]
+            self._error(400, message.format(width=state.dim))
             return None
         allowed = state.matryoshka
         if isinstance(allowed, Sequence) and dimensions not in allowed:
-            self._error(
-                400,
-                f"Model '{state.model_path}' only supports {sorted(allowed)} matryoshka "
-                f"dimensions, using other dimensions will lead to poor results.",
-            )
+            message = SGLANG_REQUEST_ERRORS["matryoshka_widths"]
+            self._error(400, message.format(model=state.model_path, widths=sorted(allowed)))
             return None
         return dimensions
 
@@ -459,8 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         vec = fake_vector(text, state.dim)
         if width != state.dim:
-            vec = vec[:width]
-            vec = (vec / np.float32(np.linalg.norm(vec))).astype(np.float32)
+            vec = normalize(vec[:width])
         return _bf16(vec) if state.bf16 else vec
 
 
@@ -479,7 +461,7 @@ class FakeSGLang:
 
     def __init__(
         self,
-        model_path: str = "Qwen/Qwen3-Embedding-0.6B",
+        model_path: str = DEFAULT_MODEL,
         dim: int = 64,
         api_key: str | None = None,
         matryoshka: bool | Sequence[int] | None = None,
@@ -666,7 +648,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fake SGLang embedding server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--model-path", default="Qwen/Qwen3-Embedding-0.6B")
+    parser.add_argument("--model-path", default=DEFAULT_MODEL)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--matryoshka", action="store_true")
     parser.add_argument("--per-request-delay", type=float, default=0.0)

@@ -48,6 +48,8 @@ API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")
 MASKED = "***"
 GATEWAY_POLICIES = ("round_robin", "power_of_two", "random", "cache_aware")
 
+# Copies of facts that bookrec.client owns (this script runs where bookrec may not be
+# installed); tests/test_facts.py pins them to QWEN3_EMBEDDING_MODELS and DEFAULT_INSTRUCTION.
 # Matryoshka output widths per Qwen3-Embedding size: 32 up to the hidden size (model cards).
 _DIMS_0_6B = (32, 64, 128, 256, 512, 768, 1024)
 _DIMS_4B = (*_DIMS_0_6B, 1536, 2048, 2560)
@@ -57,6 +59,11 @@ PRESETS: dict[str, tuple[str, tuple[int, ...]]] = {
     "4B": ("Qwen/Qwen3-Embedding-4B", _DIMS_4B),
     "8B": ("Qwen/Qwen3-Embedding-8B", _DIMS_8B),
 }
+#: The client's default query instruction, for the ready message's curl example.
+DEFAULT_INSTRUCTION = (
+    "Given a reader's interests or a book description, retrieve descriptions of books "
+    "that the reader would enjoy"
+)
 
 INSTALL_SGLANG_HINT = (
     "install it with the server extra, `pip install 'bookrec[server]'` (or "
@@ -795,11 +802,7 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
     body = json.dumps(
         {
             "model": name,
-            "input": [
-                "Instruct: Given a reader's interests or a book description, retrieve "
-                "descriptions of books that the reader would enjoy\n"
-                "Query:a cozy mystery set in a bookshop"
-            ],
+            "input": [f"Instruct: {DEFAULT_INSTRUCTION}\nQuery:a cozy mystery set in a bookshop"],
         }
     )
     workers = len(processes) - 1

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bookrec.client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens
+from bookrec.client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens, is_cjk
 from bookrec.client._core import (
     CircuitBreaker,
     _input_specific,
@@ -94,6 +94,22 @@ def test_token_estimates() -> None:
     assert estimate_tokens("读书使人充实") == 6  # a CJK character is about one token
     assert estimate_tokens("读书 read") == 2 + 2  # 2 CJK + ceil(5 / 4)
     assert estimate_tokens("こんにちは") == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "cjk"),
+    [
+        ("红楼梦", True),
+        ("ノルウェイの森", True),
+        ("채식주의자", True),
+        ("Dune，a novel", True),  # full-width punctuation
+        ("Dune", False),
+        ("Les Misérables", False),
+        ("", False),
+    ],
+)
+def test_cjk_detection(text: str, cjk: bool) -> None:
+    assert is_cjk(text) is cjk
 
 
 @pytest.mark.parametrize("text", ["abcdefgh" * 50, "读书使人充实" * 40, "mixed 读书 text " * 30])

@@ -9,6 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bookrec.client import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
+from bookrec.client._sglang import is_request_level
 from bookrec.client.testing import FakeSGLang, fake_token_count, fake_vector
 
 
@@ -138,3 +140,47 @@ def test_factory_fixture_starts_servers_with_options(
     server = fake_server_factory(dim=8, matryoshka=True)
     body = post(server, {"input": "a", "dimensions": 4}).json()
     assert len(body["data"][0]["embedding"]) == 4
+
+
+_JSON = {"Content-Type": "application/json"}
+# Each request the fake refuses, with the server it needs and the SGLang message it answers
+# with (by its key in ``SGLANG_REQUEST_ERRORS`` or ``SGLANG_INPUT_ERRORS``).
+_REFUSED: list[tuple[str, dict[str, object], dict[str, object]]] = [
+    ("media_type", {}, {"content": b'{"input": "a"}', "headers": {"Content-Type": "text/plain"}}),
+    ("invalid_json", {}, {"content": b'{"input": ', "headers": _JSON}),
+    ("lora_disabled", {}, {"json": {"input": "a", "model": "qwen3:0.6b"}}),
+    ("encoding_format", {}, {"json": {"input": "a", "encoding_format": "int8"}}),
+    ("no_matryoshka", {}, {"json": {"input": "a", "dimensions": 32}}),
+    ("matryoshka_widths", {"matryoshka": [32, 64]}, {"json": {"input": "a", "dimensions": 48}}),
+    ("dimensions_not_positive", {"matryoshka": True}, {"json": {"input": "a", "dimensions": 0}}),
+    ("dimensions_too_large", {"matryoshka": True}, {"json": {"input": "a", "dimensions": 128}}),
+    ("empty_input", {}, {"json": {"input": ["ok", " "]}}),
+    ("input_too_long", {"max_input_tokens": 20}, {"json": {"input": "x" * 200}}),
+]  # fmt: skip
+
+
+def test_every_request_level_message_the_fake_sends_is_covered() -> None:
+    produced = {key for key, _, _ in _REFUSED}
+    # A fake is always an embedding model; the CPU server's tests cover the rest of SGLang's.
+    assert set(SGLANG_REQUEST_ERRORS) - produced == {"not_embedding_model"}
+    assert set(SGLANG_INPUT_ERRORS) - produced == {"longer_than_context"}
+
+
+@pytest.mark.parametrize(("key", "server_options", "request_options"), _REFUSED)
+def test_the_client_reads_each_fake_message_as_sglang_means_it(
+    key: str, server_options: dict[str, object], request_options: dict[str, object]
+) -> None:
+    with FakeSGLang(dim=64, **server_options) as server:  # type: ignore[arg-type]
+        response = httpx.post(f"{server.base_url}/embeddings", **request_options)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert is_request_level(message) is (key in SGLANG_REQUEST_ERRORS), message
+
+
+@pytest.mark.parametrize(
+    ("template", "request_level"),
+    [(t, True) for t in SGLANG_REQUEST_ERRORS.values()]
+    + [(t, False) for t in SGLANG_INPUT_ERRORS.values()],
+)
+def test_each_sglang_template_is_classified(template: str, request_level: bool) -> None:
+    assert is_request_level(template) is request_level

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bookrec.client import DEFAULT_INSTRUCTION
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_SH = REPO / "scripts" / "launch_server.sh"
 LAUNCH_PY = REPO / "scripts" / "launch_server.py"
@@ -175,8 +177,7 @@ def fake_tools(tmp_path: Path) -> FakeTools:
 
 _CORPUS = [
     "A quiet detective story set in Kyoto, told by a retired bookseller.",
-    "Instruct: Given a reader's interests or a book description, retrieve descriptions "
-    "of books that the reader would enjoy\nQuery:",
+    f"Instruct: {DEFAULT_INSTRUCTION}\nQuery:",
     "a sweeping space opera about generation ships and the families aboard them",
     "一本关于江南园林与文人生活的散文集",
     "The history of the printing press and how cheap books changed Europe.",

@@ -13,6 +13,7 @@ import numpy as np
 import openai
 import pytest
 
+from bookrec.client import DEFAULT_INSTRUCTION
 from bookrec.client.testing import FakeSGLang
 from tests.serving.conftest import (
     API_KEY,
@@ -27,9 +28,7 @@ from tests.serving.conftest import (
 
 TEXTS = [
     "A quiet detective story set in Kyoto.",
-    "Instruct: Given a reader's interests or a book description, retrieve descriptions "
-    "of books that the reader would enjoy\n"
-    "Query:a sweeping space opera about generation ships",
+    f"Instruct: {DEFAULT_INSTRUCTION}\nQuery:a sweeping space opera about generation ships",
     "一本关于江南园林的散文集",
     "Poems",
 ]
