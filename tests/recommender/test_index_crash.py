@@ -28,13 +28,13 @@ CHILD = textwrap.dedent(
     import sys, time, dataclasses
     from pathlib import Path
     from bookrec.recommender import Catalog, build_index
-    from bookrec.recommender import index as ix
+    from bookrec.recommender.index import files as ix
     from tests.recommender.conftest import FakeEmbedder, make_books
 
     path, target = sys.argv[1], sys.argv[2]
     nth, n, dim, loops = (int(a) for a in sys.argv[3:7])
     seen = 0
-    original = ix._fsync
+    original = ix.fsync
 
     def hook(p):
         global seen
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
                 print("PAUSED", flush=True)
                 time.sleep(60)
 
-    ix._fsync = hook
+    ix.fsync = hook
     books = make_books(n)
     print("STARTED", flush=True)
     for i in range(loops):

@@ -1,0 +1,73 @@
+"""Durable-file primitives: fsync, atomic JSON replacement, the build lock."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecommenderError
+
+#: Prefix of files and directories being written; a build removes the ones a crash left.
+TMP_PREFIX = ".tmp-"
+
+
+def fsync(path: Path) -> None:
+    """Flush a file or directory to stable storage."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # pragma: no cover - directories cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - e.g. directories on Windows
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON to a new file and flush it to stable storage."""
+    with path.open("w", encoding="utf-8") as fh:
+        json.dump(payload, fh, ensure_ascii=False, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def replace_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically: temporary file, fsync, rename over, fsync the directory."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        write_json(tmp, payload)
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync(path.parent)
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on the index directory for the duration of a build."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, builds must not overlap
+        yield
+        return
+    with (directory / ".lock").open("a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecommenderError(
+                f"another build is already running on the index at {directory}"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

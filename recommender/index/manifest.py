@@ -1,0 +1,128 @@
+"""The manifest schema (``IndexManifest``), reading it from an index directory."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bookrec.client import ModelIdentity, PromptFormats
+
+from ..errors import CorruptIndexError, IndexNotFoundError
+
+INDEX_FORMAT = "bookrec-index"
+INDEX_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+#: Name of a generation directory: ``gen-`` number ``-`` random hex.
+GENERATION_RE = re.compile(r"^gen-(\d{6,})-[0-9a-f]+$")
+
+
+def timestamp() -> str:
+    """Now, as the manifest records it (UTC, ISO 8601, seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexManifest:
+    """What ``manifest.json`` says about the live generation."""
+
+    identity: ModelIdentity
+    count: int
+    dtype: str
+    text_version: str
+    generation: str
+    created_at: str
+    updated_at: str
+    document_format: str | None = None
+    query_format: str | None = None
+    instruction: str | None = None
+    last_build: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dimensions(self) -> int:
+        return self.identity.dimensions
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None:
+        """The embedder's prompt formats the vectors were made with (``None``: no prompts)."""
+        doc, query, instruction = self.document_format, self.query_format, self.instruction
+        if doc is None or query is None or instruction is None:
+            return None
+        return PromptFormats(doc, query, instruction)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_FORMAT_VERSION,
+            "model": self.identity.model,
+            "dimensions": self.identity.dimensions,
+            "count": self.count,
+            "dtype": self.dtype,
+            "text_version": self.text_version,
+            "document_format": self.document_format,
+            "query_format": self.query_format,
+            "instruction": self.instruction,
+            "generation": self.generation,
+            "files": {
+                "vectors": f"{self.generation}/vectors.npy",
+                "ids": f"{self.generation}/ids.json",
+                "hashes": f"{self.generation}/hashes.json",
+            },
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_build": dict(self.last_build),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path) -> IndexManifest:
+        if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+            raise CorruptIndexError(f"{where} is not a bookrec index manifest")
+        version = data.get("format_version")
+        if version != INDEX_FORMAT_VERSION:
+            raise CorruptIndexError(
+                f"{where}: index format version {version!r} is not supported "
+                f"(this version reads {INDEX_FORMAT_VERSION}); rebuild the index"
+            )
+        try:
+            generation = str(data["generation"])
+            if not GENERATION_RE.match(generation):
+                raise ValueError(f"bad generation name {generation!r}")
+            dtype = str(data["dtype"])
+            if dtype not in ("float32", "float16"):
+                raise ValueError(f"unsupported dtype {dtype!r}")
+            return cls(
+                identity=ModelIdentity(str(data["model"]), int(data["dimensions"])),
+                count=int(data["count"]),
+                dtype=dtype,
+                text_version=str(data["text_version"]),
+                generation=generation,
+                created_at=str(data.get("created_at", "")),
+                updated_at=str(data.get("updated_at", "")),
+                document_format=data.get("document_format"),
+                query_format=data.get("query_format"),
+                instruction=data.get("instruction"),
+                last_build={k: int(v) for k, v in dict(data.get("last_build") or {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptIndexError(f"{where}: invalid manifest ({exc})") from exc
+
+
+def read_manifest(directory: Path) -> IndexManifest:
+    """The manifest of the index in ``directory``.
+
+    :class:`IndexNotFoundError` if there is no index, :class:`CorruptIndexError` if the
+    manifest is missing beside generations or cannot be read.
+    """
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        if directory.exists() and any(GENERATION_RE.match(p.name) for p in directory.iterdir()):
+            raise CorruptIndexError(f"the index at {directory} has no {MANIFEST_NAME}")
+        raise IndexNotFoundError(f"no index at {directory} (build one with bookrec index)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+    return IndexManifest.from_json(data, path)

@@ -1,0 +1,260 @@
+"""The ``VectorIndex`` class: book ids with their memory-mapped unit vectors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bookrec.client import Embedder, ModelIdentity
+
+from ..catalog import Catalog, content_hash
+from ..errors import CorruptIndexError, IndexNotFoundError, UnknownBookError
+from ..ranking import Matrix
+from .compat import check_compatible
+from .files import build_lock
+from .manifest import IndexManifest, read_manifest
+from .publish import BLOCK_ROWS, next_manifest, publish
+
+
+class VectorIndex:
+    """Book ids and their unit vectors, memory-mapped from an index directory.
+
+    ``vectors`` is the stored matrix (float32, or float16 if the index was saved that way; the
+    ranking functions convert float16 block by block). ``ids[i]`` is the book of row ``i``.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        vectors: Matrix,
+        identity: ModelIdentity,
+        *,
+        hashes: Sequence[str] | None = None,
+        manifest: IndexManifest | None = None,
+        path: Path | None = None,
+    ) -> None:
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
+        if vectors.shape[1] != identity.dimensions:
+            raise ValueError(
+                f"vectors have {vectors.shape[1]} dimensions, identity says {identity.dimensions}"
+            )
+        if vectors.dtype not in (np.float32, np.float16):
+            raise ValueError(f"vectors must be float32 or float16, not {vectors.dtype}")
+        self._ids = tuple(ids)
+        self._rows = {book_id: row for row, book_id in enumerate(self._ids)}
+        if len(self._rows) != len(self._ids):
+            raise ValueError("duplicate ids in the index")
+        self._vectors = vectors
+        self._identity = identity
+        self._hashes = None if hashes is None else tuple(hashes)
+        self._manifest = manifest
+        self._path = path
+
+    @classmethod
+    def from_vectors(
+        cls,
+        ids: Sequence[str],
+        vectors: NDArray[np.floating],
+        identity: ModelIdentity | None = None,
+        *,
+        hashes: Sequence[str] | None = None,
+    ) -> VectorIndex:
+        """An in-memory index (rows are L2-normalised into a float32 copy)."""
+        arr = np.array(vectors, dtype=np.float32, copy=True, order="C")
+        if arr.ndim != 2:
+            raise ValueError(f"vectors must be a matrix, got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("vectors contain NaN or infinity")
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        np.divide(arr, norms, out=arr, where=norms > 0)
+        ident = identity or ModelIdentity("unknown", int(arr.shape[1]))
+        return cls(ids, arr, ident, hashes=hashes)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, mmap: bool = True, embedder: Embedder | None = None
+    ) -> VectorIndex:
+        """Open the live generation of an index directory (memory-mapped unless ``mmap=False``).
+
+        With ``embedder``, also check that it serves the index's model and dimensions
+        (:class:`IndexMismatchError` otherwise).
+        """
+        directory = Path(path)
+        for attempt in range(3):
+            manifest = read_manifest(directory)
+            try:
+                index = cls._open_generation(directory, manifest, mmap=mmap)
+                break
+            except FileNotFoundError as exc:
+                # A build may have published a new generation and removed this one meanwhile.
+                if attempt < 2 and read_manifest(directory).generation != manifest.generation:
+                    continue
+                raise CorruptIndexError(
+                    f"the index at {directory} is incomplete: {exc.filename} is missing"
+                ) from exc
+        if embedder is not None:
+            check_compatible(index.identity, embedder, where=directory)
+        return index
+
+    @classmethod
+    def _open_generation(
+        cls, directory: Path, manifest: IndexManifest, *, mmap: bool
+    ) -> VectorIndex:
+        gen = directory / manifest.generation
+        try:
+            vectors = np.load(gen / "vectors.npy", mmap_mode="r" if mmap else None)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise CorruptIndexError(f"{gen / 'vectors.npy'} cannot be read: {exc}") from exc
+        expected = (manifest.count, manifest.dimensions)
+        if vectors.shape != expected or str(vectors.dtype) != manifest.dtype:
+            raise CorruptIndexError(
+                f"{gen / 'vectors.npy'} holds {vectors.dtype} {vectors.shape}, the manifest "
+                f"says {manifest.dtype} {expected}"
+            )
+        ids = _read_json_list(gen / "ids.json")
+        if len(ids) != manifest.count:
+            raise CorruptIndexError(
+                f"{gen / 'ids.json'} has {len(ids)} ids, the manifest says {manifest.count}"
+            )
+        try:
+            index = cls(ids, vectors, manifest.identity, manifest=manifest, path=directory)
+        except ValueError as exc:
+            raise CorruptIndexError(f"the index at {directory} is inconsistent: {exc}") from exc
+        return index
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Book ids, in row order."""
+        return self._ids
+
+    @property
+    def vectors(self) -> Matrix:
+        """The (len(ids), dimensions) matrix of unit rows, as stored."""
+        return self._vectors
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The model the vectors come from; only its vectors can be compared with them."""
+        return self._identity
+
+    @property
+    def dimensions(self) -> int:
+        """Width of the vectors (the identity's dimensions, checked on construction)."""
+        return int(self._vectors.shape[1])
+
+    @property
+    def manifest(self) -> IndexManifest | None:
+        """The manifest of an index opened from disk (``None`` for an in-memory index)."""
+        return self._manifest
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def hashes(self) -> tuple[str, ...] | None:
+        """Content hash of each row's book text (read on first use)."""
+        if self._hashes is None and self._manifest is not None and self._path is not None:
+            gen = self._path / self._manifest.generation
+            hashes = _read_json_list(gen / "hashes.json")
+            if len(hashes) != len(self._ids):
+                raise CorruptIndexError(f"{gen / 'hashes.json'} does not match ids.json")
+            self._hashes = tuple(hashes)
+        return self._hashes
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, book_id: object) -> bool:
+        return book_id in self._rows
+
+    def __repr__(self) -> str:
+        where = f", path={str(self._path)!r}" if self._path else ""
+        return f"VectorIndex({len(self)} books, {self._identity}, {self._vectors.dtype}{where})"
+
+    def row(self, book_id: str) -> int:
+        """Row of a book; :class:`UnknownBookError` if it has no vector."""
+        row = self._rows.get(book_id)
+        if row is None:
+            raise UnknownBookError(
+                book_id, f"book {book_id!r} is not in the index (rebuild it with bookrec index)"
+            )
+        return row
+
+    def get_row(self, book_id: str) -> int | None:
+        return self._rows.get(book_id)
+
+    def vector(self, book_id: str) -> NDArray[np.float32]:
+        """A float32 copy of a book's vector."""
+        return np.array(self._vectors[self.row(book_id)], dtype=np.float32)
+
+    def save(self, path: str | Path, *, dtype: str | None = None) -> VectorIndex:
+        """Write this index to ``path`` atomically (a new generation) and return it opened.
+
+        Rows without a known content hash get an empty one, so a later :func:`build_index`
+        re-embeds them.
+        """
+        kind = dtype or str(self._vectors.dtype)
+        if kind not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', not {kind!r}")
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        with build_lock(directory):
+            previous: IndexManifest | None
+            try:
+                previous = read_manifest(directory)
+            except (IndexNotFoundError, CorruptIndexError):
+                previous = None
+            manifest = next_manifest(
+                directory,
+                previous,
+                identity=self._identity,
+                count=len(self._ids),
+                dtype=kind,
+                formats=self._manifest.prompt_formats if self._manifest else None,
+            )
+            source = self._vectors
+
+            def fill(out: NDArray[Any]) -> None:
+                for a in range(0, len(self._ids), BLOCK_ROWS):
+                    out[a : a + BLOCK_ROWS] = source[a : a + BLOCK_ROWS]
+
+            hashes = self.hashes or ("",) * len(self._ids)
+            publish(directory, manifest, fill, ids=self._ids, hashes=hashes)
+        return VectorIndex.open(directory)
+
+    def check_compatible(self, embedder: Embedder) -> None:
+        """See :func:`check_compatible`."""
+        check_compatible(self._identity, embedder, where=self._path or "the index")
+
+    def stale_ids(self, catalog: Catalog) -> list[str]:
+        """Catalog books without a vector, or whose text changed since the index was built."""
+        hashes = self.hashes
+        out = []
+        for book in catalog:
+            row = self._rows.get(book.id)
+            if row is None or (hashes is not None and hashes[row] != content_hash(book)):
+                out.append(book.id)
+        return out
+
+
+def _read_json_list(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise CorruptIndexError(f"{path} is not a list of strings")
+    return data
