@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import ClientConfig, Embedder, EmbeddingClient
+from bookrec.client import ClientConfig, Embedder, EmbeddingClient, normalize
 
-from .ranking import normalize, top_k
+from .ranking import top_k
 
 __all__ = ["encode_texts", "find_similar_items", "recommend_items"]
 

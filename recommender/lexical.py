@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import InvalidInputError, ModelIdentity, ProgressCallback
+from bookrec.client import InvalidInputError, ModelIdentity, ProgressCallback, normalize
 
 from .catalog import Catalog, book_text
 
@@ -126,11 +126,9 @@ class LexicalEmbedder:
             dense = np.asarray(self._svd.transform(tfidf), dtype=np.float32)
         else:
             dense = np.asarray(tfidf.toarray(), dtype=np.float32)
-        norms = np.linalg.norm(dense, axis=1, keepdims=True)
-        np.divide(dense, norms, out=dense, where=norms > 0)
         if progress is not None:
             progress(len(texts), len(texts))
-        return np.ascontiguousarray(dense)
+        return normalize(dense)
 
     def embed_documents(
         self, texts: Sequence[str], *, progress: ProgressCallback | None = None

@@ -14,13 +14,13 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import ModelIdentity
+from bookrec.client import ModelIdentity, normalize
 
 from .catalog import Book, Catalog
 from .errors import UnknownBookError
 from .filters import FilterColumns, Filters
 from .index import VectorIndex
-from .ranking import normalize, search, search_batch
+from .ranking import search, search_batch
 from .store import Hits
 
 __all__ = ["NumpyStore"]

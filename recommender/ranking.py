@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 __all__ = [
     "Matrix",
     "best_match_scores",
-    "normalize",
     "score_query",
     "search",
     "search_batch",
@@ -43,19 +42,6 @@ _SAMPLE = 65_536
 _BLOCK_BYTES = 8 << 20
 # Bytes of a float16 block converted to float32 at a time.
 _UPCAST_BYTES = 8 << 20
-
-
-def normalize(vectors: NDArray[np.floating], *, copy: bool = True) -> NDArray[np.float32]:
-    """Rows scaled to unit L2 norm as float32 (all-zero rows stay zero)."""
-    arr = np.array(vectors, dtype=np.float32, copy=copy or None)
-    if arr.ndim == 1:
-        norm = float(np.linalg.norm(arr))
-        if norm > 0:
-            arr /= norm
-        return arr
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    np.divide(arr, norms, out=arr, where=norms > 0)
-    return arr
 
 
 def _as_query(query: NDArray[np.floating], d: int) -> NDArray[np.float32]:

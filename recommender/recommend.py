@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import Embedder, EmbeddingUnavailable
+from bookrec.client import Embedder, EmbeddingUnavailable, normalize
 
 from .candidates import RowSpace, top_candidates
 from .catalog import Book, Catalog, book_text, normalize_name
@@ -35,7 +35,6 @@ from .index import VectorIndex, check_compatible
 from .lexical import LexicalScorer
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
-from .ranking import normalize
 from .store import VectorStore
 
 __all__ = ["Recommendation", "Recommender"]
@@ -116,6 +115,7 @@ class Recommender:
             check_compatible(self.store.identity, embedder, where=self._where)
         self._books: list[Book | None] = [catalog.get(i) for i in self.store.ids]
         self._space = RowSpace(self.store, self._books)
+        self._group_cache: dict[str, list[tuple[str, Hashable]]] = {}
         missing = sum(1 for b in catalog if b.id not in self.store)
         if missing:
             logger.warning(
@@ -275,7 +275,7 @@ class Recommender:
                 k,
                 vectors=vectors,
                 diversity=diversity,
-                groups=[_groups(b) for b in books],
+                groups=[self._groups(b) for b in books],
                 caps=filters.caps,
             )
             if len(picked) >= k or len(found.ids) < pool:
@@ -316,7 +316,7 @@ class Recommender:
                 f"the embedder returned query vectors of shape {vecs.shape}; the index has "
                 f"{identity.dimensions}-d vectors ({identity})"
             )
-        return np.asarray(normalize(vecs), dtype=np.float32)
+        return normalize(vecs)
 
     @cached_property
     def _lexical(self) -> LexicalScorer:
@@ -354,6 +354,18 @@ class Recommender:
             out.update(self._work_ids.get(book.work_key, ()))
         return frozenset(out)
 
+    def _groups(self, book: Book) -> list[tuple[str, Hashable]]:
+        """The work, authors and series a book counts against in the caps (kept per book:
+        normalising names costs more than the rest of a query's selection)."""
+        groups = self._group_cache.get(book.id)
+        if groups is None:
+            groups = [("work", book.work_key)]
+            groups.extend(("author", normalize_name(a)) for a in book.authors)
+            if book.series:
+                groups.append(("series", normalize_name(book.series)))
+            self._group_cache[book.id] = groups
+        return groups
+
     @cached_property
     def _work_ids(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -361,14 +373,6 @@ class Recommender:
             if book is not None:
                 out.setdefault(book.work_key, []).append(book.id)
         return out
-
-
-def _groups(book: Book) -> list[tuple[str, Hashable]]:
-    groups: list[tuple[str, Hashable]] = [("work", book.work_key)]
-    groups.extend(("author", normalize_name(a)) for a in book.authors)
-    if book.series:
-        groups.append(("series", normalize_name(book.series)))
-    return groups
 
 
 def _check_k(k: int) -> None:

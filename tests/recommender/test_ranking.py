@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bookrec.client import normalize
 from bookrec.recommender.diversity import select_diverse
 from bookrec.recommender.ranking import (
     best_match_scores,
-    normalize,
     search,
     search_batch,
     top_k,
