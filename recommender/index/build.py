@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCallback
+from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCallback, normalize
 
 from ..catalog import BOOK_TEXT_VERSION, Book, Catalog, book_text, content_hash
 from ..errors import IndexBuildError, IndexMismatchError, IndexNotFoundError, RecommenderError
@@ -283,7 +283,4 @@ def _unit_rows(raw: Any, count: int, dims: int | None) -> NDArray[np.float32]:
         )
     if not np.isfinite(arr).all():
         raise RecommenderError("the embedder returned NaN or infinite values")
-    arr = np.array(arr, dtype=np.float32, copy=True)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    np.divide(arr, norms, out=arr, where=norms > 0)
-    return arr
+    return normalize(arr)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import Embedder, ModelIdentity
+from bookrec.client import Embedder, ModelIdentity, normalize
 
 from ..catalog import Catalog, content_hash
 from ..errors import CorruptIndexError, IndexNotFoundError, UnknownBookError
@@ -66,15 +66,14 @@ class VectorIndex:
         hashes: Sequence[str] | None = None,
     ) -> VectorIndex:
         """An in-memory index (rows are L2-normalised into a float32 copy)."""
-        arr = np.array(vectors, dtype=np.float32, copy=True, order="C")
+        arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim != 2:
             raise ValueError(f"vectors must be a matrix, got shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError("vectors contain NaN or infinity")
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        np.divide(arr, norms, out=arr, where=norms > 0)
-        ident = identity or ModelIdentity("unknown", int(arr.shape[1]))
-        return cls(ids, arr, ident, hashes=hashes)
+        unit = np.ascontiguousarray(normalize(arr))
+        ident = identity or ModelIdentity("unknown", int(unit.shape[1]))
+        return cls(ids, unit, ident, hashes=hashes)
 
     @classmethod
     def open(
