@@ -44,7 +44,7 @@ class IndexReport:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BuildSettings:
     """How a build runs: the options of :func:`build_index`, checked."""
 
@@ -80,7 +80,9 @@ def build_index(
     dimension than the existing index: :class:`IndexMismatchError`. If embedding fails:
     :class:`IndexBuildError` (finished chunks are kept; run again to resume).
     """
-    settings = BuildSettings(Path(path), rebuild, dtype, chunk_size, progress)
+    settings = BuildSettings(
+        directory=Path(path), rebuild=rebuild, dtype=dtype, chunk_size=chunk_size, progress=progress
+    )
     if len(catalog) == 0:
         raise RecommenderError("the catalog is empty: nothing to index")
     started = time.monotonic()
