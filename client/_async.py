@@ -1,4 +1,4 @@
-"""``AsyncEmbeddingClient``: the asyncio driver of the shared request flow in ``_core``."""
+"""``AsyncEmbeddingClient``: the asyncio driver of the shared request flow."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import openai
 
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
-from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep, open_cache, sdk_options
+from ._flow import Deadline, Flow, Outcome, Request, Sleep
+from ._planning import CallPlan, Role
+from ._session import EmbeddingSession, open_cache
 from ._types import ModelIdentity, ProgressCallback, PromptFormats, Vectors
+from ._wire import sdk_options
 
 __all__ = ["AsyncEmbeddingClient"]
 
@@ -33,7 +36,7 @@ class AsyncEmbeddingClient:
     ) -> None:
         self._config = config if config is not None else ClientConfig.from_env()
         self._cache, self._owns_cache = open_cache(self._config, cache)
-        self._engine = Engine(self._config, self._cache, clock)
+        self._session = EmbeddingSession(self._config, self._cache, clock)
         self._sleep = sleep
         self._sdks = [openai.AsyncOpenAI(**options) for options in sdk_options(self._config)]
         self._slots = asyncio.Semaphore(self._config.max_concurrency)
@@ -47,7 +50,8 @@ class AsyncEmbeddingClient:
     @property
     def identity(self) -> ModelIdentity | None:
         """Model and width of the vectors, known after the first response (or from the cache)."""
-        return self._engine.identity
+        self._session.load_identity()
+        return self._session.identity
 
     @property
     def dimensions(self) -> int | None:
@@ -80,11 +84,13 @@ class AsyncEmbeddingClient:
 
     async def probe(self) -> ModelIdentity:
         """The model identity, making one tiny request if it is not known yet."""
-        identity = self._engine.identity
+        self._session.load_identity()
+        identity = self._session.identity
         if identity is not None:
             return identity
-        await self._run(self._engine.batch_flow(["ping"], [0], self._engine.start_call()))
-        identity = self._engine.identity
+        await self._run(self._session.flow.embed(["ping"], [0], self._session.start_deadline()))
+        self._session.save_identity()
+        identity = self._session.identity
         assert identity is not None  # set by the response
         return identity
 
@@ -118,27 +124,32 @@ class AsyncEmbeddingClient:
     ) -> Vectors:
         if self._closed:
             raise RuntimeError("the embedding client is closed")
-        job = self._engine.prepare(texts, role, instruction)
-        call = self._engine.start_call()
+        plan = self._session.plan(texts, role, instruction)
+        self._session.read_cache(plan)
+        deadline = self._session.start_deadline()
         if progress is not None:
-            progress(job.done, job.total)
-        tasks = [asyncio.ensure_future(self._run_batch(job, batch, call)) for batch in job.batches]
+            progress(plan.done, plan.total)
+        tasks = [
+            asyncio.ensure_future(self._run_batch(plan, batch, deadline)) for batch in plan.batches
+        ]
         try:
             for next_done in asyncio.as_completed(tasks):
                 batch, vectors = await next_done
-                self._engine.store(job, batch, vectors)
+                self._session.store(plan, batch, vectors)
                 if progress is not None:
-                    progress(job.done, job.total)
+                    progress(plan.done, plan.total)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return self._engine.finish(job)
+        return self._session.result(plan)
 
-    async def _run_batch(self, job: Job, batch: list[int], call: Call) -> tuple[list[int], Vectors]:
-        texts, origins = job.inputs(batch)
+    async def _run_batch(
+        self, plan: CallPlan, batch: list[int], deadline: Deadline
+    ) -> tuple[list[int], Vectors]:
+        texts, origins = plan.inputs(batch)
         async with self._slots:
-            return batch, await self._run(self._engine.batch_flow(texts, origins, call))
+            return batch, await self._run(self._session.flow.embed(texts, origins, deadline))
 
     async def _run(self, flow: Flow) -> Vectors:
         outcome: Outcome = None
@@ -161,7 +172,7 @@ class AsyncEmbeddingClient:
         # The SDK's generic ``post`` (its documented way to call any route) rather than
         # ``embeddings.create``: the same auth, timeouts and error types, without the
         # per-string parameter transform (~9 us per text) or the pydantic response model;
-        # ``_core.parse_response`` reads both wire formats itself.
+        # ``_wire.parse_response`` reads both wire formats itself.
         sdk = self._sdks[request.endpoint]
         try:
             return await sdk.post(

@@ -1,11 +1,4 @@
-"""A persistent embedding cache in one SQLite file, shareable by several processes.
-
-Rows are float32 bytes keyed by a SHA-256 of everything that changes a vector: the model
-identity (model and dimensions), the role and instruction, and the exact model input. The file
-is marked with an SQLite ``application_id``; anything else (another application's database, a
-non-database, a damaged file, a row of the wrong size or with non-finite values) raises
-:class:`CacheError` instead of answering with a wrong vector.
-"""
+"""A persistent embedding cache in one SQLite file, shareable by several processes."""
 
 from __future__ import annotations
 
@@ -59,6 +52,13 @@ def cache_key(identity: ModelIdentity, role: str, instruction: str, model_input:
 
 class EmbeddingCache:
     """Persistent vectors in SQLite (WAL mode); safe across threads and processes.
+
+    Rows are float32 bytes keyed by a SHA-256 of everything that changes a vector
+    (:func:`cache_key`): the model identity (model and dimensions), the role and instruction,
+    and the exact model input. The file is marked with an SQLite ``application_id``; anything
+    else (another application's database, a non-database, a damaged file, a row of the wrong
+    size or with non-finite values) raises :class:`CacheError` instead of answering with a
+    wrong vector.
 
     ``EmbeddingCache(path)`` creates the file if it is missing or empty. Use it as a context
     manager or call :meth:`close`.

@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses, and ``ClientConfig.from_env()`` with one prefix."""
+"""Configuration as frozen dataclasses, read from environment variables of one prefix."""
 
 from __future__ import annotations
 

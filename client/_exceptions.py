@@ -1,4 +1,4 @@
-"""The errors the embedding client raises.
+"""The errors the embedding client raises, as a tree.
 
 ```
 EmbeddingError                         catch this to catch everything
@@ -12,9 +12,6 @@ EmbeddingError                         catch this to catch everything
 ├── IncompatibleModelError             an endpoint or cache serves another model or dimension
 └── CacheError                         corrupt, foreign or unusable cache file
 ```
-
-The openai SDK's and tenacity's exceptions never escape; they are kept as ``__cause__``.
-Messages never contain the API key.
 """
 
 from __future__ import annotations
@@ -33,7 +30,11 @@ __all__ = [
 
 
 class EmbeddingError(Exception):
-    """Base class of every error raised by the embedding client."""
+    """Base class of every error raised by the embedding client.
+
+    The openai SDK's and tenacity's exceptions never escape; they are kept as ``__cause__``.
+    Messages never contain the API key.
+    """
 
 
 class ConfigurationError(EmbeddingError, ValueError):

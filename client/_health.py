@@ -1,5 +1,4 @@
-"""Readiness and discovery over plain HTTP (httpx): ``/ready``, ``/health_generate``,
-``/v1/models``. Health routes need no API key on SGLang; ``/v1/models`` does."""
+"""Readiness (``/ready``, ``/health_generate``) or model discovery (``/v1/models``) over httpx."""
 
 from __future__ import annotations
 
@@ -10,10 +9,13 @@ from typing import Any
 import httpx
 
 from ._exceptions import EmbeddingRejected, EmbeddingResponseError, EmbeddingUnavailable
+from ._wire import is_retryable_status
 
 __all__ = ["check_ready", "list_models", "root_url", "wait_until_ready"]
 
 logger = logging.getLogger(__name__)
+
+# Health routes need no API key on SGLang; ``/v1/models`` does.
 
 
 def root_url(base_url: str) -> str:
@@ -68,7 +70,7 @@ def list_models(
             f"cannot reach {url} ({type(exc).__name__})", endpoint=base_url
         ) from exc
     status = response.status_code
-    if status in (408, 409, 429) or status >= 500:
+    if is_retryable_status(status):
         raise EmbeddingUnavailable(f"GET {url} answered HTTP {status}", status_code=status)
     if status >= 400:
         raise EmbeddingRejected(f"GET {url} answered HTTP {status}", status_code=status)

@@ -1,4 +1,4 @@
-"""``EmbeddingClient``: the blocking driver of the shared request flow in ``_core``."""
+"""``EmbeddingClient``: the blocking driver of the shared request flow."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import openai
 
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
-from ._core import Call, Engine, Flow, Job, Outcome, Request, Role, Sleep, open_cache, sdk_options
+from ._flow import Deadline, Flow, Outcome, Request, Sleep
+from ._planning import CallPlan, Role
+from ._session import EmbeddingSession, open_cache
 from ._types import ModelIdentity, ProgressCallback, PromptFormats, Vectors
+from ._wire import sdk_options
 
 __all__ = ["EmbeddingClient"]
 
@@ -35,7 +38,7 @@ class EmbeddingClient:
     ) -> None:
         self._config = config if config is not None else ClientConfig.from_env()
         self._cache, self._owns_cache = open_cache(self._config, cache)
-        self._engine = Engine(self._config, self._cache, clock)
+        self._session = EmbeddingSession(self._config, self._cache, clock)
         self._sleep = sleep
         self._sdks = [openai.OpenAI(**options) for options in sdk_options(self._config)]
         self._slots = threading.BoundedSemaphore(self._config.max_concurrency)
@@ -51,7 +54,8 @@ class EmbeddingClient:
     @property
     def identity(self) -> ModelIdentity | None:
         """Model and width of the vectors, known after the first response (or from the cache)."""
-        return self._engine.identity
+        self._session.load_identity()
+        return self._session.identity
 
     @property
     def dimensions(self) -> int | None:
@@ -84,11 +88,13 @@ class EmbeddingClient:
 
     def probe(self) -> ModelIdentity:
         """The model identity, making one tiny request if it is not known yet."""
-        identity = self._engine.identity
+        self._session.load_identity()
+        identity = self._session.identity
         if identity is not None:
             return identity
-        self._run(self._engine.batch_flow(["ping"], [0], self._engine.start_call()))
-        identity = self._engine.identity
+        self._run(self._session.flow.embed(["ping"], [0], self._session.start_deadline()))
+        self._session.save_identity()
+        identity = self._session.identity
         assert identity is not None  # set by the response
         return identity
 
@@ -124,30 +130,33 @@ class EmbeddingClient:
     ) -> Vectors:
         if self._closed:
             raise RuntimeError("the embedding client is closed")
-        job = self._engine.prepare(texts, role, instruction)
-        call = self._engine.start_call()
+        plan = self._session.plan(texts, role, instruction)
+        self._session.read_cache(plan)
+        deadline = self._session.start_deadline()
         if progress is not None:
-            progress(job.done, job.total)
-        if len(job.batches) <= 1 or self._config.max_concurrency == 1:
-            for batch in job.batches:  # no thread hand-off when nothing can overlap
-                self._store(job, batch, self._run_batch(job, batch, call), progress)
-            return self._engine.finish(job)
+            progress(plan.done, plan.total)
+        if len(plan.batches) <= 1 or self._config.max_concurrency == 1:
+            for batch in plan.batches:  # no thread hand-off when nothing can overlap
+                self._store(plan, batch, self._run_batch(plan, batch, deadline), progress)
+            return self._session.result(plan)
         pool = self._get_pool()
-        futures = {pool.submit(self._run_batch, job, batch, call): batch for batch in job.batches}
+        futures = {
+            pool.submit(self._run_batch, plan, batch, deadline): batch for batch in plan.batches
+        }
         try:
             for future in as_completed(futures):
-                self._store(job, futures[future], future.result(), progress)
+                self._store(plan, futures[future], future.result(), progress)
         finally:
             for future in futures:
                 future.cancel()  # after an error: batches not started yet never start
-        return self._engine.finish(job)
+        return self._session.result(plan)
 
     def _store(
-        self, job: Job, batch: list[int], vectors: Vectors, progress: ProgressCallback | None
+        self, plan: CallPlan, batch: list[int], vectors: Vectors, progress: ProgressCallback | None
     ) -> None:
-        self._engine.store(job, batch, vectors)
+        self._session.store(plan, batch, vectors)
         if progress is not None:
-            progress(job.done, job.total)
+            progress(plan.done, plan.total)
 
     def _get_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -157,10 +166,10 @@ class EmbeddingClient:
                 )
             return self._pool
 
-    def _run_batch(self, job: Job, batch: list[int], call: Call) -> Vectors:
-        texts, origins = job.inputs(batch)
+    def _run_batch(self, plan: CallPlan, batch: list[int], deadline: Deadline) -> Vectors:
+        texts, origins = plan.inputs(batch)
         with self._slots:
-            return self._run(self._engine.batch_flow(texts, origins, call))
+            return self._run(self._session.flow.embed(texts, origins, deadline))
 
     def _run(self, flow: Flow) -> Vectors:
         outcome: Outcome = None
@@ -183,7 +192,7 @@ class EmbeddingClient:
         # The SDK's generic ``post`` (its documented way to call any route) rather than
         # ``embeddings.create``: the same auth, timeouts and error types, without the
         # per-string parameter transform (~9 us per text) or the pydantic response model;
-        # ``_core.parse_response`` reads both wire formats itself.
+        # ``_wire.parse_response`` reads both wire formats itself.
         sdk = self._sdks[request.endpoint]
         try:
             return sdk.post(

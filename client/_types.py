@@ -1,4 +1,4 @@
-"""Model identity and the embedder protocols the recommender codes against."""
+"""The types the recommender codes against: model identity, embedder protocols."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sans-IO core: parsing, batching, token estimates, Retry-After, the breaker."""
+"""The parts without I/O: parsing, batching, token estimates, Retry-After, the breaker."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 
 from bookrec.client import EmbeddingRejected, EmbeddingResponseError, estimate_tokens, is_cjk
-from bookrec.client._core import (
-    CircuitBreaker,
-    _input_specific,
-    parse_response,
-    parse_retry_after,
-    plan_batches,
-)
+from bookrec.client._breaker import CircuitBreaker
+from bookrec.client._flow import is_input_specific
+from bookrec.client._planning import plan_batches
 from bookrec.client._text import truncate_to_tokens
+from bookrec.client._wire import parse_response, parse_retry_after
 from tests.client.conftest import FakeClock
 
 
@@ -182,4 +179,4 @@ def test_a_lost_probe_does_not_block_forever() -> None:
 )  # fmt: skip
 def test_which_rejections_are_split(status: int, message: str, split: bool) -> None:
     error = EmbeddingRejected("x", status_code=status, server_message=message)
-    assert _input_specific(error) is split
+    assert is_input_specific(error) is split

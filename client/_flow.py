@@ -1,0 +1,325 @@
+"""The sans-IO request flow of one batch: a generator yielding the I/O its driver performs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import openai
+from numpy.typing import NDArray
+from tenacity import (
+    DoAttempt,
+    DoSleep,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_none,
+    wait_random,
+)
+
+from ._breaker import CircuitBreaker, Clock
+from ._config import ClientConfig, Endpoint
+from ._exceptions import (
+    ConfigurationError,
+    EmbeddingRejected,
+    EmbeddingResponseError,
+    EmbeddingTimeout,
+    EmbeddingUnavailable,
+)
+from ._sglang import is_matryoshka_refusal, is_request_level
+from ._types import ModelIdentity, Vectors
+from ._vectors import normalize
+from ._wire import parse_response, request_body, translate_error
+
+__all__ = [
+    "Deadline",
+    "EndpointState",
+    "Flow",
+    "Outcome",
+    "Request",
+    "RequestFlow",
+    "Sleep",
+    "is_input_specific",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A 4xx that one bad input can cause; a batch rejected with it is split to find that input.
+SPLITTABLE_STATUS = frozenset({400, 413, 422})
+
+
+# -- actions the drivers perform --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Request:
+    """POST ``body`` to ``/embeddings`` of endpoint number ``endpoint``, within ``timeout``."""
+
+    endpoint: int
+    body: dict[str, Any]
+    timeout: openai.Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` before the next action."""
+
+    seconds: float
+
+
+Action = Request | Sleep
+#: What a driver sends back: the response body, the SDK's exception, or ``None`` after a sleep.
+Outcome = str | bytes | BaseException | None
+Flow = Generator[Action, Outcome, Vectors]
+
+
+# -- what the flow reads ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The moment by which one public call must end (``at=None``: it has none)."""
+
+    seconds: float | None
+    at: float | None
+    clock: Clock
+
+    @classmethod
+    def start(cls, seconds: float | None, clock: Clock) -> Deadline:
+        """The deadline ``seconds`` from now (``None``: no deadline)."""
+        return cls(seconds, None if seconds is None else clock() + seconds, clock)
+
+    def check(self) -> None:
+        """Raise :class:`EmbeddingTimeout` once the deadline has passed."""
+        if self.at is not None and self.clock() >= self.at:
+            raise EmbeddingTimeout(f"the call's deadline of {self.seconds} s passed")
+
+    def passes_within(self, seconds: float) -> bool:
+        """Whether the deadline passes in ``seconds`` from now."""
+        return self.at is not None and self.clock() + seconds >= self.at
+
+    def request_timeout(self, read: float, connect: float) -> openai.Timeout:
+        """The timeouts of the next request, cut to the time left."""
+        self.check()
+        if self.at is not None:
+            remaining = self.at - self.clock()
+            read, connect = min(read, remaining), min(connect, remaining)
+        return openai.Timeout(read, connect=connect)
+
+
+@dataclass
+class EndpointState:
+    """One endpoint as the flow sees it: its place in the list, its breaker, what it accepts."""
+
+    index: int
+    endpoint: Endpoint
+    breaker: CircuitBreaker
+    #: Whether the server accepts ``dimensions``: unknown (None) until it answers.
+    server_dimensions: bool | None = None
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.base_url
+
+
+def is_input_specific(error: EmbeddingRejected) -> bool:
+    """Whether one input may have caused the rejection, so that splitting the batch helps."""
+    return error.status_code in SPLITTABLE_STATUS and not is_request_level(error.server_message)
+
+
+def _refuses_matryoshka(error: EmbeddingRejected) -> bool:
+    """Whether the server was launched without Matryoshka widths (the client then truncates)."""
+    return error.status_code == 400 and is_matryoshka_refusal(error.server_message)
+
+
+# -- the flow ---------------------------------------------------------------------------------
+class RequestFlow:
+    """How a batch is embedded: endpoints in order (skipping open circuits), retries with
+    backoff or ``Retry-After`` within the deadline, the Matryoshka fallback to truncating on the
+    client, splitting a batch rejected for one input.
+
+    :meth:`embed` yields a :class:`Request` to send or a :class:`Sleep` to wait, and receives
+    the response body or the SDK's exception back; ``_sync.py`` and ``_async.py`` only run that
+    loop with blocking or awaited I/O. Retries are tenacity's decisions, taken through its
+    public driver API (``Retrying.iter`` answering ``DoAttempt`` or ``DoSleep``), the way its
+    own tornado driver yields its sleeps.
+
+    ``check_identity(seen, url)`` is called with the identity of every response; it raises
+    :class:`IncompatibleModelError` for vectors of another model or width.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        endpoints: list[EndpointState],
+        clock: Clock,
+        check_identity: Callable[[ModelIdentity, str], None],
+    ) -> None:
+        self._config = config
+        self._endpoints = endpoints
+        self._clock = clock
+        self._check_identity = check_identity
+        self._secrets = tuple(ep.api_key for ep in config.endpoints if ep.api_key)
+        policy = config.retry
+        # initial_wait * 2**(attempt - 1), capped, plus up to initial_wait of random jitter
+        self._backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait) + (
+            wait_random(0, policy.initial_wait) if policy.jitter else wait_none()
+        )
+
+    def embed(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
+        """Embed one batch; ``origins`` are the texts' indices in the call, for errors."""
+        try:
+            return (yield from self._first_answering_endpoint(texts, deadline))
+        except EmbeddingRejected as exc:
+            if exc.index is not None or not is_input_specific(exc):
+                raise
+            if len(texts) == 1:
+                raise EmbeddingRejected(
+                    f"input {origins[0]} was rejected by {exc.endpoint} "
+                    f"(HTTP {exc.status_code}): {exc.server_message}",
+                    status_code=exc.status_code,
+                    index=origins[0],
+                    endpoint=exc.endpoint,
+                    request_id=exc.request_id,
+                    server_message=exc.server_message,
+                ) from exc
+            logger.info(
+                "a batch of %d texts was rejected (HTTP %s); splitting it to find the input",
+                len(texts),
+                exc.status_code,
+            )
+            mid = len(texts) // 2
+            left = yield from self.embed(texts[:mid], origins[:mid], deadline)
+            right = yield from self.embed(texts[mid:], origins[mid:], deadline)
+            return np.concatenate((left, right))
+
+    def _first_answering_endpoint(self, texts: list[str], deadline: Deadline) -> Flow:
+        failures: list[EmbeddingUnavailable] = []
+        for ep in self._endpoints:
+            deadline.check()
+            if not ep.breaker.allow():
+                logger.debug("skipping %s: circuit open", ep.url)
+                continue
+            try:
+                return (yield from self._with_retries(ep, texts, deadline))
+            except EmbeddingUnavailable as exc:
+                failures.append(exc)
+                if ep is not self._endpoints[-1]:
+                    logger.warning("%s is unavailable (%s); trying the next endpoint", ep.url, exc)
+        deadline.check()
+        if not failures:
+            wait = min(ep.breaker.retry_in() for ep in self._endpoints)
+            raise EmbeddingUnavailable(
+                f"every embedding endpoint failed repeatedly and is cooling down "
+                f"(circuit open); the next probe is due in {wait:.1f} s"
+            )
+        last = failures[-1]
+        detail = "; ".join(str(f) for f in failures)
+        error_type = (
+            EmbeddingTimeout if isinstance(last, EmbeddingTimeout) else EmbeddingUnavailable
+        )
+        raise error_type(
+            f"no embedding endpoint could answer: {detail}",
+            status_code=last.status_code,
+            endpoint=last.endpoint,
+            request_id=last.request_id,
+        ) from last
+
+    def _with_retries(self, ep: EndpointState, texts: list[str], deadline: Deadline) -> Flow:
+        policy = self._config.retry
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= policy.max_attempts or ep.breaker.is_open():
+                return True
+            return deadline.passes_within(state.upcoming_sleep or 0.0)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            logger.info(
+                "retrying on %s in %.2f s (attempt %d failed: %s)",
+                ep.url,
+                state.upcoming_sleep,
+                state.attempt_number,
+                error,
+            )
+
+        retrying = Retrying(
+            stop=stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(EmbeddingUnavailable),
+            before_sleep=before_sleep,
+            reraise=True,  # the last error itself, never tenacity's RetryError
+        )
+        retrying.begin()
+        state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+        while True:
+            # Vectors once an attempt succeeds; the error itself once tenacity gives up.
+            decision = retrying.iter(state)
+            if isinstance(decision, DoAttempt):
+                try:
+                    vectors = yield from self._request(ep, texts, deadline)
+                except Exception as exc:  # tenacity's retry and stop rules judge it
+                    state.set_exception((type(exc), exc, exc.__traceback__))
+                else:
+                    state.set_result(vectors)
+            elif isinstance(decision, DoSleep):
+                state.prepare_for_next_attempt()
+                yield Sleep(float(decision))
+            else:
+                result: Vectors = decision
+                return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, EmbeddingUnavailable) and error.retry_after is not None:
+            return min(error.retry_after, self._config.retry.max_retry_after)
+        return float(self._backoff(state))
+
+    def _request(self, ep: EndpointState, texts: list[str], deadline: Deadline) -> Flow:
+        config = self._config
+        dims = config.dimensions
+        send_dims = dims is not None and ep.server_dimensions is not False
+        timeout = deadline.request_timeout(config.timeout, config.connect_timeout)
+        outcome = yield Request(
+            ep.index, request_body(config, texts, send_dimensions=send_dims), timeout
+        )
+        if isinstance(outcome, BaseException):
+            error = translate_error(outcome, ep.url, self._secrets)
+            if isinstance(error, EmbeddingUnavailable):
+                ep.breaker.record_failure()
+                raise error from outcome
+            ep.breaker.record_success()  # it answered: the endpoint is up
+            if send_dims and isinstance(error, EmbeddingRejected) and _refuses_matryoshka(error):
+                ep.server_dimensions = False
+                logger.info(
+                    "%s does not accept dimensions=%s; truncating and renormalising on the client",
+                    ep.url,
+                    dims,
+                )
+                return (yield from self._request(ep, texts, deadline))
+            raise error from outcome
+        if not isinstance(outcome, str | bytes):  # pragma: no cover - driver contract
+            raise TypeError(f"expected the response body, got {type(outcome).__name__}")
+        ep.breaker.record_success()
+        model, matrix = parse_response(outcome, len(texts))
+        width = matrix.shape[1]
+        if send_dims:
+            if width != dims:
+                raise EmbeddingResponseError(f"asked {ep.url} for {dims}-d vectors, got {width}-d")
+            ep.server_dimensions = True
+        elif dims is not None:
+            if width < dims:
+                raise ConfigurationError(
+                    f"dimensions={dims} exceeds the width of {model} ({width}) served by {ep.url}"
+                )
+            matrix = matrix[:, :dims]
+        matrix = _unit_rows(matrix)
+        self._check_identity(ModelIdentity(model, matrix.shape[1]), ep.url)
+        return matrix
+
+
+def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Unit L2 rows (:func:`normalize`), refusing an all-zero row: it has no direction."""
+    if not (np.linalg.norm(matrix, axis=1) > 0).all():
+        raise EmbeddingResponseError("the server returned an all-zero embedding")
+    return normalize(matrix)
