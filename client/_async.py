@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import ParamSpec
 
 import openai
 
@@ -18,12 +19,15 @@ from ._wire import sdk_options
 
 __all__ = ["AsyncEmbeddingClient"]
 
+_P = ParamSpec("_P")
+
 
 class AsyncEmbeddingClient:
     """The asynchronous twin of :class:`client.EmbeddingClient` (same behaviour, ``await``).
 
     Batches run as tasks, at most ``config.max_concurrency`` at once per client (a semaphore).
-    The SQLite cache, when used, is read and written inline: its operations take milliseconds.
+    The SQLite cache, when used, is read and written in a worker thread, never on the event
+    loop (only the constructor opens it in the calling thread).
     """
 
     def __init__(
@@ -49,8 +53,14 @@ class AsyncEmbeddingClient:
 
     @property
     def identity(self) -> ModelIdentity | None:
-        """Model and width of the vectors, known after the first response (or from the cache)."""
-        self._session.load_identity()
+        """Model and width of the vectors, known after the first response (or from the cache).
+
+        On the event loop it answers from memory: the cache's record is read by the first call
+        (in a worker thread); outside a running loop it reads the record itself, as the sync
+        client does.
+        """
+        if not _on_running_loop():
+            self._session.load_identity()
         return self._session.identity
 
     @property
@@ -84,12 +94,12 @@ class AsyncEmbeddingClient:
 
     async def probe(self) -> ModelIdentity:
         """The model identity, making one tiny request if it is not known yet."""
-        self._session.load_identity()
+        await self._off_loop(self._session.load_identity)
         identity = self._session.identity
         if identity is not None:
             return identity
         await self._run(self._session.flow.embed(["ping"], [0], self._session.start_deadline()))
-        self._session.save_identity()
+        await self._off_loop(self._session.save_identity)
         identity = self._session.identity
         assert identity is not None  # set by the response
         return identity
@@ -102,7 +112,7 @@ class AsyncEmbeddingClient:
         for sdk in self._sdks:
             await sdk.close()
         if self._owns_cache and self._cache is not None:
-            self._cache.close()
+            await self._off_loop(self._cache.close)
 
     async def __aenter__(self) -> AsyncEmbeddingClient:
         return self
@@ -125,7 +135,7 @@ class AsyncEmbeddingClient:
         if self._closed:
             raise RuntimeError("the embedding client is closed")
         plan = self._session.plan(texts, role, instruction)
-        self._session.read_cache(plan)
+        await self._off_loop(self._session.read_cache, plan)
         deadline = self._session.start_deadline()
         if progress is not None:
             progress(plan.done, plan.total)
@@ -135,7 +145,7 @@ class AsyncEmbeddingClient:
         try:
             for next_done in asyncio.as_completed(tasks):
                 batch, vectors = await next_done
-                self._session.store(plan, batch, vectors)
+                await self._off_loop(self._session.store, plan, batch, vectors)
                 if progress is not None:
                     progress(plan.done, plan.total)
         finally:
@@ -143,6 +153,16 @@ class AsyncEmbeddingClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return self._session.result(plan)
+
+    async def _off_loop(
+        self, cache_io: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        """Run one of the session's cache I/O methods in a worker thread, so that SQLite never
+        blocks the event loop (without a cache they do no I/O and run here)."""
+        if self._cache is None:
+            cache_io(*args, **kwargs)
+        else:
+            await asyncio.to_thread(cache_io, *args, **kwargs)
 
     async def _run_batch(
         self, plan: CallPlan, batch: list[int], deadline: Deadline
@@ -183,3 +203,11 @@ class AsyncEmbeddingClient:
             )
         except openai.OpenAIError as exc:
             return exc
+
+
+def _on_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

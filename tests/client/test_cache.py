@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
-from bookrec.client import CacheError, EmbeddingCache, IncompatibleModelError, ModelIdentity
+from bookrec.client import (
+    AsyncEmbeddingClient,
+    CacheError,
+    EmbeddingCache,
+    IncompatibleModelError,
+    ModelIdentity,
+)
 from bookrec.client._cache import cache_key
 from bookrec.client.testing import FakeSGLang, fake_vector
 from tests.client.conftest import MakeClient, config_for
@@ -176,3 +185,69 @@ def test_several_processes_share_one_cache(tmp_path: Path) -> None:
             for i in range(40)
         ]
         assert len(cache.get_many(keys, 8)) == 120
+
+
+class LoopWatchingCache(EmbeddingCache):
+    """An :class:`EmbeddingCache` that notes, per access, whether an event loop was running in
+    the calling thread (that is: whether the access blocked the loop)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.accesses: list[tuple[str, bool]] = []
+
+    def _note(self, name: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.accesses.append((name, False))
+        else:
+            self.accesses.append((name, True))
+
+    def get_identity(self, alias: str) -> ModelIdentity | None:
+        self._note("get_identity")
+        return super().get_identity(alias)
+
+    def put_identity(self, alias: str, identity: ModelIdentity) -> None:
+        self._note("put_identity")
+        super().put_identity(alias, identity)
+
+    def get_many(self, keys: Sequence[bytes], dimensions: int) -> dict[bytes, NDArray[np.float32]]:
+        self._note("get_many")
+        return super().get_many(keys, dimensions)
+
+    def put_many(self, items: Iterable[tuple[bytes, NDArray[np.float32]]]) -> None:
+        self._note("put_many")
+        super().put_many(items)
+
+
+async def test_the_async_client_never_touches_sqlite_on_its_event_loop(
+    fake_server: FakeSGLang, tmp_path: Path
+) -> None:
+    with LoopWatchingCache(tmp_path / "c.sqlite") as cache:
+        async with AsyncEmbeddingClient(config_for(fake_server), cache=cache) as cold:
+            await cold.embed_documents(TEXTS)  # identity unknown: stored with the vectors
+            await cold.embed_queries(["Dune"])  # looked up, then stored
+        async with AsyncEmbeddingClient(config_for(fake_server), cache=cache) as warm:
+            assert await warm.probe() == ModelIdentity("Qwen/Qwen3-Embedding-0.6B", 64)
+            await warm.embed_documents(TEXTS)  # every vector from the cache
+    assert fake_server.embedding_request_count == 2
+    assert {name for name, _ in cache.accesses} == {
+        "get_identity",
+        "put_identity",
+        "get_many",
+        "put_many",
+    }
+    assert [name for name, on_loop in cache.accesses if on_loop] == []
+
+
+async def test_on_its_loop_the_async_client_reads_the_cached_identity_in_its_first_call(
+    fake_server: FakeSGLang, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "c.sqlite")
+    async with AsyncEmbeddingClient(config_for(fake_server, cache_path=path)) as first:
+        await first.embed_documents(TEXTS)
+    async with AsyncEmbeddingClient(config_for(fake_server, cache_path=path)) as second:
+        assert second.identity is None  # not read on the loop
+        await second.embed_documents(TEXTS)
+        assert second.identity == ModelIdentity("Qwen/Qwen3-Embedding-0.6B", 64)
+    assert fake_server.embedding_request_count == 1
