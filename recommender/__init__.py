@@ -14,7 +14,9 @@ with EmbeddingClient(ClientConfig.from_env()) as embedder:
 """
 
 from .adhoc import encode_texts, find_similar_items, recommend_items
-from .catalog import BOOK_TEXT_VERSION, Book, Catalog, book_text, content_hash, load_catalog
+from .book import Book
+from .catalog import Catalog
+from .catalog_files import load_catalog
 from .errors import (
     CatalogError,
     CorruptIndexError,
@@ -33,6 +35,7 @@ from .numpy_store import NumpyStore
 from .profile import ProfileWeights
 from .recommend import Recommendation, Recommender
 from .store import Hits, VectorStore
+from .text import BOOK_TEXT_VERSION, book_text, content_hash
 
 __all__ = [
     "BOOK_TEXT_VERSION",

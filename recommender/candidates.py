@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .catalog import Book
+from .book import Book
 from .filters import FilterColumns, Filters
 from .profile import Scorer
 from .ranking import NEG_INF, top_k

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .catalog import Book, normalize_name
+from .book import Book, normalize_name
 
 __all__ = ["FilterColumns", "Filters"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .catalog import Book
+from .book import Book
 
 __all__ = ["HybridScoring"]
 

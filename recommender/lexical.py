@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from bookrec.client import InvalidInputError, ModelIdentity, ProgressCallback, normalize
 
-from .catalog import Catalog, book_text
+from .catalog import Catalog
+from .text import book_text
 
 if TYPE_CHECKING:
     from sklearn.decomposition import TruncatedSVD

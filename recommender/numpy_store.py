@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from bookrec.client import ModelIdentity, normalize
 
-from .catalog import Book, Catalog
+from .book import Book
+from .catalog import Catalog
 from .errors import UnknownBookError
 from .filters import FilterColumns, Filters
 from .index import VectorIndex

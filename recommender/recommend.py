@@ -25,8 +25,9 @@ from numpy.typing import NDArray
 
 from bookrec.client import Embedder, EmbeddingUnavailable, normalize
 
+from .book import Book, normalize_name
 from .candidates import RowSpace, top_candidates
-from .catalog import Book, Catalog, book_text, normalize_name
+from .catalog import Catalog
 from .diversity import select_diverse
 from .errors import EmptyProfileError, IndexMismatchError, UnknownBookError
 from .filters import Filters
@@ -36,6 +37,7 @@ from .lexical import LexicalScorer
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
 from .store import VectorStore
+from .text import book_text
 
 __all__ = ["Recommendation", "Recommender"]
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from bookrec.client import ModelIdentity
 
-from .catalog import Book
+from .book import Book
 from .filters import Filters
 
 __all__ = ["Hits", "VectorStore"]

@@ -8,6 +8,7 @@ import ast
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -61,9 +62,30 @@ class FreshEnv:
 def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> FreshEnv:
     """The wheel installed alone into a new venv; its dependencies come from this one."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the sources: setuptools reuses a build/ folder, which in a working
+    # tree can hold modules that have since been moved or deleted.
+    source = root / "source"
+    for name in ("pyproject.toml", "README.md", *PACKAGES):
+        if (REPO / name).is_dir():
+            shutil.copytree(
+                REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = root / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(dist),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )

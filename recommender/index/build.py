@@ -14,8 +14,10 @@ from numpy.typing import NDArray
 
 from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCallback, normalize
 
-from ..catalog import BOOK_TEXT_VERSION, Book, Catalog, book_text, content_hash
+from ..book import Book
+from ..catalog import Catalog
 from ..errors import IndexBuildError, IndexMismatchError, IndexNotFoundError, RecommenderError
+from ..text import BOOK_TEXT_VERSION, book_text, content_hash
 from .compat import check_compatible
 from .files import build_lock
 from .plan import BuildPlan, Rows, plan_build

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from bookrec.client import ModelIdentity, PromptFormats
 
-from ..catalog import BOOK_TEXT_VERSION
+from ..text import BOOK_TEXT_VERSION
 from . import files  # files.fsync is looked up at each call: the crash tests wrap it
 from .manifest import GENERATION_RE, MANIFEST_NAME, IndexManifest, timestamp
 

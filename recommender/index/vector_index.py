@@ -12,9 +12,10 @@ from numpy.typing import NDArray
 
 from bookrec.client import Embedder, ModelIdentity, normalize
 
-from ..catalog import Catalog, content_hash
+from ..catalog import Catalog
 from ..errors import CorruptIndexError, IndexNotFoundError, UnknownBookError
 from ..ranking import Matrix
+from ..text import content_hash
 from .compat import check_compatible
 from .files import build_lock
 from .manifest import IndexManifest, read_manifest

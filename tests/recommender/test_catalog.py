@@ -17,7 +17,8 @@ from bookrec.recommender import (
     content_hash,
     load_catalog,
 )
-from bookrec.recommender.catalog import MAX_BOOK_TEXT_CHARS, work_key
+from bookrec.recommender.book import work_key
+from bookrec.recommender.text import MAX_BOOK_TEXT_CHARS
 from tests.recommender.conftest import write_jsonl
 
 GOOD = {
@@ -94,7 +95,7 @@ def test_non_utf8_bytes_are_located(tmp_path: Path) -> None:
 
 def test_empty_summary_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_jsonl(tmp_path / "c.jsonl", [GOOD, {"id": "b", "title": "B", "summary": ""}])
-    with caplog.at_level(logging.WARNING, logger="bookrec.recommender.catalog"):
+    with caplog.at_level(logging.WARNING, logger="bookrec.recommender.catalog_files"):
         cat = load_catalog(path)
     assert len(cat) == 2
     assert "1 book(s) have an empty summary: 'b' (line 2)" in caplog.text

@@ -1,0 +1,48 @@
+"""The text that represents a book to the embedding model, and its content hash.
+
+:func:`book_text` is the single place that decides what text is embedded for a book; its
+:data:`BOOK_TEXT_VERSION` is written into every index manifest, and :func:`content_hash` (a
+hash of that text) decides what an incremental index build re-embeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .book import Book
+
+__all__ = ["BOOK_TEXT_VERSION", "MAX_BOOK_TEXT_CHARS", "book_text", "content_hash"]
+
+#: Version of :func:`book_text`. Change it whenever the text template changes; it is stored in
+#: the index manifest and mixed into :func:`content_hash`, so every book is re-embedded.
+BOOK_TEXT_VERSION = "1"
+#: Upper bound on the length of :func:`book_text` in characters. Chinese text is about one
+#: token per character, so this stays far below the model's context length.
+MAX_BOOK_TEXT_CHARS = 2000
+
+
+def book_text(book: Book) -> str:
+    """The text embedded for a book: title, authors, tags and summary, at most
+    :data:`MAX_BOOK_TEXT_CHARS` characters (the summary is shortened first)."""
+    head = [f"Title: {book.title}"]
+    if book.authors:
+        head.append("Authors: " + ", ".join(book.authors))
+    if book.tags:
+        head.append("Tags: " + ", ".join(book.tags))
+    text = "\n".join(head)
+    if len(text) > MAX_BOOK_TEXT_CHARS:
+        return text[:MAX_BOOK_TEXT_CHARS].rstrip()
+    summary = " ".join(book.summary.split())
+    if summary:
+        room = MAX_BOOK_TEXT_CHARS - len(text) - len("\nSummary: ")
+        if room > 0:
+            if len(summary) > room:
+                summary = summary[: max(room - 1, 0)].rstrip() + "…"
+            text += "\nSummary: " + summary
+    return text
+
+
+def content_hash(book: Book) -> str:
+    """Hex digest of :func:`book_text` (and its version): equal hashes mean equal vectors."""
+    payload = f"{BOOK_TEXT_VERSION}\x00{book_text(book)}".encode()
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
