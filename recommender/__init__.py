@@ -1,4 +1,4 @@
-"""bookrec's recommender: catalogs, the vector index, ranking and recommendations with reasons.
+"""bookrec's recommender: from a catalog of books to ranked recommendations with reasons.
 
 ```python
 from bookrec.client import ClientConfig, EmbeddingClient

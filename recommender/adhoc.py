@@ -1,4 +1,4 @@
-"""Ad hoc embedding and ranking of plain lists of texts, without a catalog or an index.
+"""Ad hoc ranking of plain lists of texts, without a catalog or an index.
 
 These are the original quick-start functions on top of the embedding client::
 

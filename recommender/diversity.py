@@ -1,4 +1,4 @@
-"""Maximal marginal relevance with per-author and per-series caps over a candidate pool."""
+"""Maximal marginal relevance over a candidate pool, under per-author or per-series caps."""
 
 from __future__ import annotations
 

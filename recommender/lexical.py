@@ -1,5 +1,7 @@
-"""Keyword (TF-IDF) similarity: the fallback when free text cannot be embedded, and an embedder
-for running the whole pipeline without an embedding service ("lexical mode").
+"""Keyword (TF-IDF) similarity over book texts, for when there are no embeddings.
+
+:class:`LexicalScorer` is the fallback when free text cannot be embedded (degraded results);
+:class:`LexicalEmbedder` runs the whole pipeline without an embedding service ("lexical mode").
 
 Character n-grams (``analyzer="char_wb"``, 1 to 3 characters) need no tokenizer, so Chinese,
 which has no spaces between words, works as well as English.

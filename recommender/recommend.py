@@ -1,4 +1,4 @@
-"""The recommender: more like this, for a reader, and free-text search, each with reasons.
+"""The recommender: more like this, for a reader, from free text, each result with a reason.
 
 Scores are cosines between unit vectors (stored book vectors; reader preferences and search
 text embedded as queries with the instruction), ranked through a :class:`VectorStore`. The top

@@ -1,4 +1,4 @@
-"""The interface between the recommender and wherever the book vectors live.
+"""The interface through which the recommender reaches the book vectors, wherever they live.
 
 The recommender ranks through :class:`VectorStore` only: top-k for one or many query vectors
 with filters and exclusions, vectors by id, upsert, delete and the model identity. The

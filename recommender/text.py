@@ -1,4 +1,4 @@
-"""The text that represents a book to the embedding model, and its content hash.
+"""The text that represents a book to the embedding model, with its content hash.
 
 :func:`book_text` is the single place that decides what text is embedded for a book; its
 :data:`BOOK_TEXT_VERSION` is written into every index manifest, and :func:`content_hash` (a
