@@ -1,7 +1,8 @@
 """``bookrec`` end to end against the fake SGLang server.
 
-The main paths run as real subprocesses (``python -m recommender.cli``): exit status, stdout and
-stderr are what a user sees. Finer checks call ``main()`` in-process, which is much faster.
+The main paths run as real subprocesses (``python -m bookrec.recommender.cli``): exit status,
+stdout and stderr are what a user sees. Finer checks call ``main()`` in-process, which is much
+faster.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def _clean_env(hf_home: Path) -> dict[str, str]:
 
 
 class Bookrec:
-    """Runs ``python -m recommender.cli`` in a working directory with an environment."""
+    """Runs ``python -m bookrec.recommender.cli`` in a working directory with an environment."""
 
     def __init__(self, cwd: Path, env: dict[str, str], base_url: str | None) -> None:
         self.cwd = cwd

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bookrec import client
-from bookrec.recommender import demo
-from bookrec.recommender.cli import Column, display_width, main, pad, render_table, truncate
+from bookrec.recommender.cli import cpu_process, demo, main
+from bookrec.recommender.cli.render import Column, display_width, pad, render_table, truncate
 
 
 def _closed_port() -> int:
@@ -84,22 +84,22 @@ def test_find_local_model_prefers_the_environment(
 ) -> None:
     model = _fake_model_dir(clean_env / "my-model")
     monkeypatch.setenv("BOOKREC_CPU_MODEL", str(model))
-    found, note = demo.find_local_model()
+    found, note = cpu_process.find_local_model()
     assert found is not None and found.name == str(model) and not found.offline
     monkeypatch.setenv("BOOKREC_CPU_MODEL", str(clean_env / "missing"))
-    found, note = demo.find_local_model()
+    found, note = cpu_process.find_local_model()
     assert found is None and "is not a model directory" in note
 
 
 def test_find_local_model_in_the_hugging_face_cache(clean_env: Path) -> None:
-    assert demo.find_local_model() == (None, "no local model")
+    assert cpu_process.find_local_model() == (None, "no local model")
     repo = clean_env / "hf-home" / "hub" / "models--Qwen--Qwen3-Embedding-0.6B"
     (repo / "snapshots" / "abc123").mkdir(parents=True)  # incomplete snapshot: ignored
-    assert demo.find_local_model()[0] is None
+    assert cpu_process.find_local_model()[0] is None
     _fake_model_dir(repo / "snapshots" / "def456")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("def456")
-    found, _ = demo.find_local_model()
+    found, _ = cpu_process.find_local_model()
     assert found is not None
     assert found.name == "Qwen/Qwen3-Embedding-0.6B" and found.offline
 

@@ -1,54 +1,27 @@
-"""``bookrec demo``: a guided tour of bookrec on the bundled sample catalog.
-
-It picks the best embedding backend available, in this order:
-
-1. the embedding service at the configured URL (``BOOKREC_BASE_URL``), if it answers;
-2. the CPU server (``python -m bookrec.cpu_server``), started for the demo and stopped at the
-   end, if a model is on this machine: ``BOOKREC_CPU_MODEL`` (a local model directory) or
-   Qwen3-Embedding-0.6B in the Hugging Face cache (larger models are too slow on a CPU for a
-   demo); it needs the ``cpu`` extra (torch and transformers);
-3. lexical mode: TF-IDF over the same book texts, no model at all. The output says so at the
-   top and the bottom, because the results are only a preview of the real thing.
-
-Then it indexes the catalog (incrementally: a second run reuses every vector), shows "more like
-this" for an English and a Chinese book, recommendations with reasons for a sample reader, and
-a summary with the mode, the model and the timings.
-"""
+"""``bookrec demo``, the guided tour of bookrec on the bundled sample catalog."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from bookrec import client, recommender
 from bookrec.client import EmbeddingClient, Endpoint
-from bookrec.recommender.cli import (
-    CliError,
-    ProgressBar,
-    book_label,
-    client_config,
-    display_width,
-    recommendations_table,
-)
 
-__all__ = ["find_local_model", "run"]
+from .config import client_config
+from .cpu_process import CPU_MODEL_ID, CpuServer, find_local_model, sigterm_as_exit
+from .errors import EXIT_UNAVAILABLE, CliError
+from .progress import ProgressBar
+from .render import book_label, display_width, recommendations_table
 
-CPU_SERVER_MODULE = "bookrec.cpu_server"
-CPU_MODEL_ENV = "BOOKREC_CPU_MODEL"
-CPU_MODEL_ID = "Qwen/Qwen3-Embedding-0.6B"
-STOP_GRACE_SECONDS = 40.0
+__all__ = ["run"]
 
 #: The two "more like this" examples: (language, title), first match in the catalog.
 SIMILAR_EXAMPLES = (("en", "Pride and Prejudice"), ("zh", "三体"))
@@ -68,192 +41,12 @@ class SampleReader:
 
 
 # --------------------------------------------------------------------------------------------
-# Finding a model and running the CPU server
+# Choosing the backend
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model the CPU server can load without the network."""
-
-    name: str  # what goes to --model: a directory, or a hub id found in the local cache
-    where: str  # for people: where it was found
-    offline: bool = False  # a hub id served from the cache: forbid downloads
-
-
-def _hub_cache_dirs() -> list[Path]:
-    dirs: list[Path] = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if not dirs:
-        dirs.append((Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub")
-    return dirs
-
-
-def _has_weights(directory: Path) -> bool:
-    if not (directory / "config.json").is_file():
-        return False
-    patterns = ("*.safetensors", "pytorch_model*.bin")
-    return any(any(directory.glob(p)) for p in patterns)
-
-
-def find_local_model(model_ids: Sequence[str] = (CPU_MODEL_ID,)) -> tuple[LocalModel | None, str]:
-    """A model for the CPU server, and a note for people saying what was (not) found.
-
-    ``BOOKREC_CPU_MODEL`` wins; otherwise the Hugging Face cache is searched for the given
-    hub ids. Only complete snapshots (config and weights) count.
-    """
-    configured = os.environ.get(CPU_MODEL_ENV, "").strip()
-    if configured:
-        path = Path(configured).expanduser()
-        if _has_weights(path):
-            return LocalModel(str(path), f"{CPU_MODEL_ENV}={path}"), ""
-        return None, f"{CPU_MODEL_ENV}={configured} is not a model directory (config and weights)"
-    for model_id in dict.fromkeys(model_ids):
-        if model_id.count("/") != 1 or Path(model_id).is_absolute():
-            continue
-        repo = "models--" + model_id.replace("/", "--")
-        for cache in _hub_cache_dirs():
-            snapshots = cache / repo / "snapshots"
-            if not snapshots.is_dir():
-                continue
-            ref = cache / repo / "refs" / "main"
-            preferred = snapshots / ref.read_text().strip() if ref.is_file() else None
-            candidates = [preferred] if preferred is not None else []
-            candidates += sorted(snapshots.iterdir())
-            for snap in candidates:
-                if snap.is_dir() and _has_weights(snap):
-                    return LocalModel(model_id, f"{model_id} in {cache}", offline=True), ""
-    return None, "no local model"
 
 
 def _missing_cpu_packages() -> list[str]:
     return [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stop_with_parent() -> None:
-    """In the launcher's process: get SIGTERM if the demo dies without cleaning up (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit while the demo runs, so a started server is stopped."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@dataclass
-class CpuServer:
-    """The CPU server (``python -m bookrec.cpu_server``), in its own session."""
-
-    model: LocalModel
-    log_path: Path
-    timeout: float
-    port: int = field(default_factory=_free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        if self.model.offline:
-            env["HF_HUB_OFFLINE"] = "1"
-        argv = [
-            sys.executable,  # the interpreter that runs bookrec, so it has the cpu extra
-            "-m",
-            CPU_SERVER_MODULE,
-            "--model",
-            self.model.name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
-            )
-
-    def wait_ready(self, progress: TextIO) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + self.timeout
-        next_note = time.monotonic() + 15
-        while not client.check_ready(self.base_url, timeout=2.0):
-            code = self.process.poll()
-            if code is not None:
-                raise CliError(
-                    f"the CPU server exited with status {code} before it was ready; "
-                    f"see {self.log_path}",
-                    exit_code=3,
-                )
-            now = time.monotonic()
-            if now >= deadline:
-                raise CliError(
-                    f"the CPU server was not ready after {self.timeout:.0f} s; see {self.log_path}",
-                    exit_code=3,
-                )
-            if now >= next_note:
-                print(
-                    f"  still loading the model ({now - deadline + self.timeout:.0f} s)",
-                    file=progress,
-                )
-                next_note = now + 15
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        # The server finishes the batch in flight and exits on SIGTERM.
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# Choosing the backend
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -295,7 +88,16 @@ def _lexical_embedder(catalog: recommender.Catalog) -> Any:
 
 
 def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: TextIO) -> Backend:
-    """The best backend available, per the module docstring (``--mode`` can force one)."""
+    """The best backend available (``--mode`` can force one), in this order.
+
+    1. the embedding service at the configured URL (``BOOKREC_BASE_URL``), if it answers;
+    2. the CPU server (``python -m bookrec.cpu_server``), started for the demo and stopped at
+       the end, if a model is on this machine: ``BOOKREC_CPU_MODEL`` (a local model directory)
+       or Qwen3-Embedding-0.6B in the Hugging Face cache (larger models are too slow on a CPU
+       for a demo); it needs the ``cpu`` extra (torch and transformers);
+    3. lexical mode: TF-IDF over the same book texts, no model at all. The output says so at
+       the top and the bottom, because the results are only a preview of the real thing.
+    """
     mode: str = args.mode
     if mode == "lexical":
         return _lexical_backend(catalog, "")
@@ -317,7 +119,7 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
                 _client=emb,
             )
         if mode == "service":
-            raise CliError(f"no embedding service answers at {url}", exit_code=3)
+            raise CliError(f"no embedding service answers at {url}", exit_code=EXIT_UNAVAILABLE)
     reasons = [f"no embedding service at {url}"]
     model, note = find_local_model((CPU_MODEL_ID,))
     if model is None:
@@ -413,13 +215,19 @@ def _ms(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the demo; returns the exit status (errors propagate to the CLI's handler)."""
+    """Run the demo; returns the exit status (errors propagate to the CLI's handler).
+
+    It chooses a backend (``choose_backend``), indexes the catalog (incrementally: a second run
+    reuses every vector), shows "more like this" for an English and a Chinese book,
+    recommendations with reasons for a sample reader, and a summary with the mode, the model
+    and the timings.
+    """
     log = sys.stderr
     catalog_path = Path(args.catalog)
     if not catalog_path.is_file():
         raise CliError(f"catalog not found: {catalog_path}")
     catalog = recommender.load_catalog(catalog_path)
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         started = time.perf_counter()
         backend = choose_backend(args, catalog, log)
         backend.startup_seconds = time.perf_counter() - started

@@ -1,0 +1,231 @@
+"""The ``bookrec`` subcommands, one function each, writing a table or JSON to ``out``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from bookrec import recommender
+
+from .config import filters_from_args, open_client
+from .errors import EXIT_OK, CliError
+from .progress import ProgressBar
+from .render import book_label, recommendations_table
+
+__all__ = ["COMMANDS", "Command"]
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def load_catalog(path: Path) -> recommender.Catalog:
+    if not path.exists():
+        raise CliError(f"catalog not found: {path}")
+    if path.is_dir():
+        raise CliError(f"catalog is a directory, expected a .jsonl or .csv file: {path}")
+    return recommender.load_catalog(path)
+
+
+def open_index(path: Path) -> recommender.VectorIndex:
+    if not path.exists():
+        raise CliError(
+            f"no index at {path}; build it first with: "
+            f"bookrec index --catalog <file> --index {path}"
+        )
+    return recommender.VectorIndex.open(path)
+
+
+def _print_json(data: Any, out: TextIO, *, compact: bool = False) -> None:
+    if compact:  # vectors: one line, not one line per number
+        json.dump(data, out, ensure_ascii=False, separators=(",", ":"))
+    else:
+        json.dump(data, out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
+    catalog_path = Path(args.catalog)
+    catalog = load_catalog(catalog_path)
+    index_dir = Path(args.index)
+    started = time.perf_counter()
+    with (
+        open_client(args) as embedder,
+        ProgressBar("embedding", enabled=not args.no_progress) as bar,
+    ):
+        _index, report = recommender.build_index(
+            index_dir, catalog, embedder, progress=bar, rebuild=args.rebuild, dtype=args.dtype
+        )
+        identity = report.identity or embedder.identity
+    seconds = time.perf_counter() - started
+    if args.json:
+        _print_json(
+            {
+                "index": str(index_dir),
+                "catalog": str(catalog_path),
+                "books": report.total,
+                "embedded": report.embedded,
+                "reused": report.reused,
+                "resumed": report.resumed,
+                "removed": report.removed,
+                "unchanged": report.unchanged,
+                "model": identity.model if identity else None,
+                "dimensions": identity.dimensions if identity else None,
+                "seconds": round(seconds, 3),
+            },
+            out,
+        )
+        return EXIT_OK
+    counts = f"embedded {report.embedded}, reused {report.reused}, removed {report.removed}"
+    if report.resumed:
+        counts += f", resumed {report.resumed} from an interrupted build"
+    print(f"Indexed {report.total} books from {catalog_path} into {index_dir}", file=out)
+    print(f"  {counts}", file=out)
+    if identity is not None:
+        print(f"  model {identity}", file=out)
+    print(f"  {seconds:.1f} s{' (nothing changed)' if report.unchanged else ''}", file=out)
+    return EXIT_OK
+
+
+def _recommender(args: argparse.Namespace, embedder: Any = None) -> recommender.Recommender:
+    catalog = load_catalog(Path(args.catalog))
+    index = open_index(Path(args.index))
+    return recommender.Recommender(catalog, index, embedder=embedder)
+
+
+def _results_out(
+    args: argparse.Namespace,
+    out: TextIO,
+    title: str,
+    query: dict[str, Any],
+    results: Sequence[recommender.Recommendation],
+) -> int:
+    degraded = any(r.degraded for r in results)
+    if args.json:
+        _print_json(
+            {
+                "query": query,
+                "degraded": degraded,
+                "results": [{"rank": i, **r.to_dict()} for i, r in enumerate(results, 1)],
+            },
+            out,
+        )
+        return EXIT_OK
+    print(title, file=out)
+    print(recommendations_table(results), file=out)
+    if degraded:
+        print(
+            "note: the embedding service was unavailable; free text was matched lexically "
+            "(TF-IDF), so these results are degraded.",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
+    rec = _recommender(args)
+    results = rec.similar(
+        args.book_id, k=args.k, diversity=args.diversity, **filters_from_args(args)
+    )
+    book = rec.catalog.get(args.book_id)
+    title = f"More like {book_label(book) if book else args.book_id}"
+    return _results_out(args, out, title, {"similar_to": args.book_id, "k": args.k}, results)
+
+
+def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
+    if not (args.history or args.liked or args.preference):
+        raise CliError("give at least one of --history, --liked or --prefer")
+    if args.preference:
+        with open_client(args) as embedder:
+            results = _run_recommend(_recommender(args, embedder), args)
+    else:
+        results = _run_recommend(_recommender(args), args)
+    query = {
+        "history": args.history,
+        "liked": args.liked,
+        "disliked": args.disliked,
+        "preferences": args.preference,
+        "strategy": args.strategy,
+        "k": args.k,
+    }
+    return _results_out(args, out, "Recommendations", query, results)
+
+
+def _run_recommend(
+    rec: recommender.Recommender, args: argparse.Namespace
+) -> list[recommender.Recommendation]:
+    return list(
+        rec.recommend(
+            history=args.history,
+            liked=args.liked,
+            disliked=args.disliked,
+            preferences=args.preference,
+            k=args.k,
+            strategy=args.strategy,
+            diversity=args.diversity,
+            exclude_read=not args.include_read,
+            **filters_from_args(args),
+        )
+    )
+
+
+def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
+    text = " ".join(args.text).strip()
+    if not text:
+        raise CliError("search text is empty")
+    with open_client(args) as embedder:
+        results = _recommender(args, embedder).search(
+            text, k=args.k, diversity=args.diversity, **filters_from_args(args)
+        )
+    return _results_out(args, out, f"Books matching “{text}”", {"text": text, "k": args.k}, results)
+
+
+def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
+    texts: list[str] = list(args.texts)
+    if args.stdin or texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise CliError("no texts to embed (give them as arguments, or --stdin)")
+    with (
+        open_client(args) as embedder,
+        ProgressBar("embedding", enabled=not args.no_progress, unit="text") as bar,
+    ):
+        if args.query:
+            vectors = embedder.embed_queries(texts, args.instruction, progress=bar)
+        else:
+            vectors = embedder.embed_documents(texts, progress=bar)
+        identity = embedder.identity
+    _print_json(
+        {
+            "model": identity.model if identity else None,
+            "dimensions": int(vectors.shape[1]),
+            "kind": "query" if args.query else "document",
+            "data": [
+                {"index": i, "text": t, "embedding": [float(x) for x in v]}
+                for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
+            ],
+        },
+        out,
+        compact=True,
+    )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from . import demo  # the demo pulls in process management only when asked for
+
+    return demo.run(args, out)
+
+
+#: The function of each subcommand, by the name the parser stores in ``args.command``.
+COMMANDS: dict[str, Command] = {
+    "index": cmd_index,
+    "similar": cmd_similar,
+    "recommend": cmd_recommend,
+    "search": cmd_search,
+    "embed": cmd_embed,
+    "demo": cmd_demo,
+}

@@ -1,0 +1,347 @@
+"""The ``bookrec`` argument parser: its subcommands with their options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from .config import API_KEY_ENV
+from .errors import EXIT_USAGE
+
+__all__ = ["DEFAULT_INDEX_DIR", "build_parser", "sample_catalog_path"]
+
+DEFAULT_INDEX_DIR = ".bookrec/index"
+
+_T = TypeVar("_T")
+
+
+def sample_catalog_path() -> Path:
+    """The sample catalog shipped in the package (151 books, English and Chinese)."""
+    return Path(
+        str(resources.files("bookrec.recommender").joinpath("data", "sample_catalog.jsonl"))
+    )
+
+
+def _converted(raw: str, convert: Callable[[str], _T], expected: str) -> _T:
+    try:
+        return convert(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {raw!r}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = _converted(raw, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return value
+
+
+def _float(raw: str) -> float:
+    return _converted(raw, float, "a number")
+
+
+def _unit_float(raw: str) -> float:
+    value = _float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {raw!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bookrec's exit status for usage errors and a one-line hint."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"bookrec: error: {message}\n")
+
+
+def _debug_option() -> _Parser:
+    debug = _Parser(add_help=False)
+    # SUPPRESS keeps `bookrec --debug COMMAND` working: the subcommand's default does not
+    # overwrite the value the main parser set.
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show debug logs and full tracebacks",
+    )
+    return debug
+
+
+def _json_option() -> _Parser:
+    js = _Parser(add_help=False)
+    js.add_argument(
+        "--json", action="store_true", help="machine-readable JSON on stdout instead of a table"
+    )
+    return js
+
+
+def _endpoint_options() -> _Parser:
+    ep = _Parser(add_help=False)
+    group = ep.add_argument_group(
+        "embedding service (defaults from the BOOKREC_* environment variables)"
+    )
+    group.add_argument(
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:30000/v1; repeat for fallbacks "
+        "(default: $BOOKREC_BASE_URL or http://127.0.0.1:30000/v1)",
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"bearer token for the service (default: ${API_KEY_ENV}, which is safer: a key "
+        "on the command line is visible to other local users; never printed)",
+    )
+    group.add_argument("--model", help="model name sent to the service (default: $BOOKREC_MODEL)")
+    group.add_argument(
+        "--dimensions",
+        type=_positive_int,
+        metavar="N",
+        help="Matryoshka width (the server must allow it; default: the model's full width)",
+    )
+    group.add_argument("--cache", metavar="FILE", help="SQLite file caching embeddings across runs")
+    group.add_argument(
+        "--timeout", type=_float, metavar="SECONDS", help="per-request timeout (default 30)"
+    )
+    return ep
+
+
+def _catalog_options(*, index_default: str = DEFAULT_INDEX_DIR) -> _Parser:
+    cat = _Parser(add_help=False)
+    cat.add_argument(
+        "--catalog",
+        "-c",
+        metavar="FILE",
+        default=os.environ.get("BOOKREC_CATALOG") or str(sample_catalog_path()),
+        help="catalog (.jsonl or .csv; default: $BOOKREC_CATALOG or the bundled sample catalog)",
+    )
+    cat.add_argument(
+        "--index",
+        "-i",
+        metavar="DIR",
+        default=os.environ.get("BOOKREC_INDEX") or index_default,
+        help=f"index directory (default: $BOOKREC_INDEX or {index_default})",
+    )
+    return cat
+
+
+def _ranking_options() -> _Parser:
+    rank = _Parser(add_help=False)
+    rank.add_argument(
+        "-k", type=_positive_int, default=10, metavar="N", help="how many results (default 10)"
+    )
+    rank.add_argument(
+        "--diversity",
+        type=_unit_float,
+        default=0.0,
+        metavar="X",
+        help="0 (pure relevance) to 1 (more variety, MMR); default 0",
+    )
+    group = rank.add_argument_group("filters")
+    group.add_argument(
+        "--language",
+        dest="languages",
+        action="append",
+        metavar="LANG",
+        help="only this language (repeatable)",
+    )
+    group.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        metavar="TAG",
+        help="only books with this tag (repeatable)",
+    )
+    group.add_argument(
+        "--author",
+        dest="authors",
+        action="append",
+        metavar="NAME",
+        help="only books by this author (repeatable)",
+    )
+    # Each filter's dest is the name of its field in recommender.Filters (the keyword argument
+    # of Recommender.similar/recommend/search), so config.filters_from_args needs no table.
+    group.add_argument(
+        "--year-min", dest="year_min", type=int, metavar="YEAR", help="first published in or after"
+    )
+    group.add_argument(
+        "--year-max", dest="year_max", type=int, metavar="YEAR", help="first published in or before"
+    )
+    group.add_argument(
+        "--min-rating", dest="min_rating", type=_float, metavar="R", help="minimum rating (0-5)"
+    )
+    group.add_argument(
+        "--max-per-author",
+        dest="max_per_author",
+        type=_positive_int,
+        metavar="N",
+        help="at most N books per author",
+    )
+    group.add_argument(
+        "--max-per-series",
+        dest="max_per_series",
+        type=_positive_int,
+        metavar="N",
+        help="at most N books per series",
+    )
+    return rank
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bookrec`` argument parser; ``command`` names the subcommand.
+
+    Subcommands: ``index`` (embed a catalog into an index directory, incrementally),
+    ``similar`` (more like this, from stored vectors only), ``recommend`` (for a reader),
+    ``search`` (free text), ``embed`` (vectors for texts, as JSON) and ``demo`` (the guided tour
+    on the bundled sample catalog).
+    """
+    debug = _debug_option()
+    common = [debug, _json_option()]
+    endpoint = _endpoint_options()
+    catalog = _catalog_options()
+    ranking = _ranking_options()
+    parser = _Parser(
+        prog="bookrec",
+        description="Content-based book recommendations on Qwen3-Embedding.",
+        epilog="Exit status: 0 ok, 1 internal error, 2 bad input, 3 embedding service "
+        "unavailable, 4 service or index unusable, 130 interrupted.",
+    )
+    parser.add_argument("--debug", action="store_true", help="debug logs and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"bookrec {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "index",
+        parents=[*common, catalog, endpoint],
+        help="embed a catalog into an index (incremental)",
+        description="Embed the books of a catalog into an index directory. Only new or "
+        "changed books are sent to the embedding service; removed books are dropped.",
+    )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="embed every book again (needed to switch models or dimensions)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="storage type of the vectors (float16 halves the size; default float32)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "similar",
+        parents=[*common, catalog, ranking],
+        help="more like this book (no embedding call)",
+        description="Books most similar to one already in the index, from its stored vector. "
+        "The book itself and other editions of it are excluded.",
+    )
+    p.add_argument("book_id", metavar="BOOK_ID", help="id of a book in the catalog")
+
+    p = sub.add_parser(
+        "recommend",
+        parents=[*common, catalog, ranking, endpoint],
+        help="recommendations for a reader",
+        description="Recommendations from what a reader read, liked and disliked, and what "
+        "they say they want. Preference texts need the embedding service.",
+    )
+    for flag, what in (
+        ("--history", "books already read"),
+        ("--liked", "books the reader liked"),
+        ("--disliked", "books the reader disliked"),
+    ):
+        p.add_argument(flag, action="extend", nargs="+", default=[], metavar="ID", help=what)
+    p.add_argument(
+        "--prefer",
+        dest="preference",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="what the reader is looking for, in their words (repeatable)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=("average", "best"),
+        default="average",
+        help="one profile vector (average) or the best match to any liked book (best)",
+    )
+    p.add_argument(
+        "--include-read", action="store_true", help="allow books from the history in the results"
+    )
+
+    p = sub.add_parser(
+        "search",
+        parents=[*common, catalog, ranking, endpoint],
+        help="books matching a free-text description",
+    )
+    p.add_argument("text", nargs="+", metavar="TEXT", help="what to look for")
+
+    p = sub.add_parser(
+        "embed",
+        parents=[debug, endpoint],
+        help="embedding vectors for texts, as JSON",
+        description="Print the embedding vectors of texts as JSON (always JSON).",
+    )
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed ('-' reads stdin)")
+    p.add_argument("--stdin", action="store_true", help="read texts from stdin, one per line")
+    p.add_argument("--json", action="store_true", help="accepted for symmetry: always JSON")
+    p.add_argument(
+        "--query", action="store_true", help="embed as queries (with the instruction prompt)"
+    )
+    p.add_argument("--instruction", help="instruction for --query (default: the configured one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "demo",
+        parents=[debug, endpoint],
+        help="index the sample catalog and show recommendations",
+        description="Use the embedding service if one answers, otherwise start the CPU server "
+        "if a local model is available, otherwise run in lexical (TF-IDF) mode; index the "
+        "sample catalog and show 'more like this' and recommendations for a sample reader.",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("auto", "service", "cpu", "lexical"),
+        default="auto",
+        help="force a mode instead of choosing the best available (default auto)",
+    )
+    p.add_argument(
+        "--index-dir",
+        metavar="DIR",
+        default=".bookrec/demo-index",
+        help="where the demo keeps its indexes (default .bookrec/demo-index)",
+    )
+    p.add_argument(
+        "--catalog",
+        "-c",
+        metavar="FILE",
+        default=str(sample_catalog_path()),
+        help="catalog to use (default: the bundled sample catalog)",
+    )
+    p.add_argument(
+        "--server-timeout",
+        type=_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for the CPU server to load its model (default 600)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bookrec")
+    except Exception:
+        return "unknown"
