@@ -320,6 +320,7 @@ class RequestFlow:
 
 def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     """Unit L2 rows (:func:`normalize`), refusing an all-zero row: it has no direction."""
-    if not (np.linalg.norm(matrix, axis=1) > 0).all():
+    unit = normalize(matrix)
+    if not unit.any(axis=1).all():  # normalize leaves exactly the zero-norm rows all zero
         raise EmbeddingResponseError("the server returned an all-zero embedding")
-    return normalize(matrix)
+    return unit

@@ -9,19 +9,18 @@ __all__ = ["normalize"]
 
 
 def normalize(vectors: ArrayLike) -> NDArray[np.float32]:
-    """A float32 copy of ``vectors`` (one vector or a matrix of rows) scaled to unit L2 norm.
+    """A new float32 array: ``vectors`` (one vector or a matrix of rows) at unit L2 norm.
 
     Computed in float32: servers return bf16 vectors normalised only to about 1e-3, so
     renormalise before using dot products as cosine. All-zero rows stay zero.
     """
-    arr = np.array(vectors, dtype=np.float32)
+    arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim == 1:
         norm = np.linalg.norm(arr)
-        if norm > 0:
-            arr /= norm
-        return arr
+        return arr / norm if norm > 0 else np.zeros_like(arr)
     if arr.ndim != 2:
         raise ValueError(f"expected a vector or a matrix of rows, got shape {arr.shape}")
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    np.divide(arr, norms, out=arr, where=norms > 0)
-    return arr
+    norms[norms == 0] = np.inf  # a zero row divided by infinity stays zero
+    unit: NDArray[np.float32] = arr / norms
+    return unit
