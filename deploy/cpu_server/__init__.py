@@ -1,1 +1,1 @@
-"""bookrec's CPU embedding server: SGLang's ``/v1/embeddings`` API on transformers and torch."""
+"""bookrec's CPU embedding server, SGLang's ``/v1/embeddings`` API on ``transformers``."""
