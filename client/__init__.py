@@ -26,7 +26,7 @@ from ._exceptions import (
     InvalidInputError,
 )
 from ._health import check_ready, list_models, wait_until_ready
-from ._models import QWEN3_EMBEDDING_MODELS, EmbeddingModelSpec, known_model_width
+from ._models import MIN_DIMENSIONS, QWEN3_EMBEDDING_MODELS, EmbeddingModelSpec, known_model_width
 from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
 from ._sync import EmbeddingClient
 from ._text import estimate_tokens, is_cjk
@@ -53,6 +53,7 @@ __all__ = [  # noqa: RUF022
     "Endpoint",
     "IncompatibleModelError",
     "InvalidInputError",
+    "MIN_DIMENSIONS",
     "ModelIdentity",
     "ProgressCallback",
     "PromptFormats",

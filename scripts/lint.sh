@@ -13,4 +13,4 @@ mkdir -p "$tree/bookrec"
 ln -s ../../../client "$tree/bookrec/client"
 ln -s ../../../recommender "$tree/bookrec/recommender"
 ln -s ../../../deploy/cpu_server "$tree/bookrec/cpu_server"
-MYPYPATH="$tree" "$venv/bin/mypy" -p bookrec.client -p bookrec.recommender
+MYPYPATH="$tree" "$venv/bin/mypy" -p bookrec.client -p bookrec.recommender -p bookrec.cpu_server

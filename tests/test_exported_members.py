@@ -13,7 +13,7 @@ DOCUMENTED = {
     "EmbeddingError", "ConfigurationError", "InvalidInputError", "EmbeddingUnavailable",
     "EmbeddingTimeout", "EmbeddingRejected", "EmbeddingResponseError", "IncompatibleModelError",
     "CacheError",
-    "check_ready", "wait_until_ready", "list_models", "estimate_tokens",
+    "MIN_DIMENSIONS", "check_ready", "wait_until_ready", "list_models", "estimate_tokens",
     "DEFAULT_INSTRUCTION", "QWEN3_EMBEDDING_MODELS", "EmbeddingModelSpec", "known_model_width",
     "normalize", "is_cjk", "SGLANG_REQUEST_ERRORS", "SGLANG_INPUT_ERRORS",
 }  # fmt: skip

@@ -33,7 +33,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     import transformers
     from transformers import AutoModel, AutoTokenizer
 
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     name = args.model
     source = model_source(name)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]

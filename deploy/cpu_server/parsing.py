@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bookrec.client import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
-from bookrec.client._models import MIN_DIMENSIONS
+from bookrec.client import MIN_DIMENSIONS, SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
 
 from .errors import RequestError
 

@@ -289,7 +289,8 @@ class Embedder:
             hidden = self.model(
                 input_ids=input_ids, attention_mask=mask, position_ids=positions
             ).last_hidden_state
-        return hidden[:, -1, :].float()
+        # `torch` here is the module held by the worker (typed Any), so is what it returns.
+        return hidden[:, -1, :].float()  # type: ignore[no-any-return]
 
     def _finish(self, pooled: torch.Tensor, dimensions: int | None) -> list[np.ndarray]:
         torch = self.torch
