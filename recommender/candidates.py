@@ -6,7 +6,8 @@ terms the store does not know (keyword scores, the hybrid prior, a penalty for d
 each in-memory term, scores that union exactly, and proves it complete: no book outside it can
 score above the bound ``max(weight * dense_c + add_c, alt_c)`` built from the ``c``-th values.
 Until the ``pool``-th score beats that bound (or every source is exhausted) ``c`` grows fourfold.
-A score that is the store's cosine alone needs no proof: the store's top-k is the answer.
+A score that is the store's cosine alone needs no proof: the store's top-k is the answer (for
+several queries, the union of their top-k).
 """
 
 from __future__ import annotations
@@ -115,7 +116,12 @@ def top_candidates(
         keep = scores > NEG_INF
         order = np.lexsort((rows, -scores))
         order = order[keep[order]][:pool]
-        complete = (queries is not None and store_exhausted) or memory_exhausted
+        # With the cosine alone, the union of each query's top ``c`` holds the top ``c`` of
+        # their maximum: a book outside it is beaten, in some query's order, by ``c`` books
+        # that each score at least as high in the maximum.
+        complete = (
+            scorer.dense_only or (queries is not None and store_exhausted) or memory_exhausted
+        )
         if not complete and order.shape[0] == pool:
             bound = _bound(scorer, dense_bound, add_bound, alt_bound)
             complete = bool(scores[order[-1]] > bound)

@@ -103,7 +103,7 @@ def test_updates_of_a_store_on_disk_survive_reopening(
     assert "b000" not in reopened and "x000" in reopened and len(reopened) == 40
 
 
-@pytest.mark.parametrize("strategy", ["sum", "max"])
+@pytest.mark.parametrize("strategy", ["sum", "max", "max-dense"])
 def test_two_stage_top_equals_a_full_scan(
     store: VectorStore, catalog: Catalog, vectors: np.ndarray, strategy: str
 ) -> None:
@@ -114,10 +114,12 @@ def test_two_stage_top_equals_a_full_scan(
     space = RowSpace(store, books)
     lexical = rng.random(40).astype(np.float32)
     prior = HybridScoring(0.3, 0.2).bonus(books)
-    queries = vectors[[2, 30]] if strategy == "max" else vectors[[2]]
+    queries = vectors[[2]] if strategy == "sum" else vectors[[2, 30, 8]]
     negatives = vectors[[17]]
     if strategy == "sum":
         scorer = Scorer(queries, 0.6, add=np.float32(0.4) * lexical + prior)
+    elif strategy == "max-dense":  # several queries, the cosine alone: one round of search
+        scorer = Scorer(queries)
     else:
         scorer = Scorer(queries, alt=lexical, add=prior, negatives=negatives, beta=0.5)
     found = top_candidates(space, scorer, 5, filters=None, exclude={"b002"})
