@@ -17,6 +17,7 @@ from .worker import Embedder
 
 __all__ = ["build_parser", "main"]
 
+# Run as `python -m`, this module is __main__: its logger is named after the package.
 log = logging.getLogger("bookrec.cpu_server")
 
 API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")

@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["ModelLoadError", "load", "model_source"]
 
-log = logging.getLogger("bookrec.cpu_server")
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):

@@ -25,7 +25,7 @@ from .worker import Embedder, Job
 
 __all__ = ["Config", "Handler", "Server"]
 
-log = logging.getLogger("bookrec.cpu_server")
+log = logging.getLogger(__name__)
 
 EXEMPT_FROM_AUTH = ("/health", "/health_generate", "/ready", "/ping")
 HEALTH_TIMEOUT = 20.0

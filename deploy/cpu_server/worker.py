@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # imported lazily at start-up: the module loads without torch
 
 __all__ = ["CONTEXT_MARGIN", "END_OF_TEXT", "Embedder", "Job", "Stats"]
 
-log = logging.getLogger("bookrec.cpu_server")
+log = logging.getLogger(__name__)
 
 END_OF_TEXT = "<|endoftext|>"
 # SGLang refuses inputs of context_length - 6 tokens or more (EOS included).
