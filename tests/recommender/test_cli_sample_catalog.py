@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bookrec.client import is_cjk
 
 CATALOG = Path(__file__).resolve().parents[2] / "recommender" / "data" / "sample_catalog.jsonl"
 
@@ -41,10 +42,6 @@ def _records() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def records() -> list[dict[str, Any]]:
     return _records()
-
-
-def _has_cjk(text: str) -> bool:
-    return any(unicodedata.east_asian_width(ch) in "WF" for ch in text)
 
 
 def test_fields_are_present_and_typed(records: list[dict[str, Any]]) -> None:
@@ -84,11 +81,11 @@ def test_size_and_language_balance(records: list[dict[str, Any]]) -> None:
 def test_chinese_records_are_written_in_chinese(records: list[dict[str, Any]]) -> None:
     for rec in records:
         if rec["language"] == "zh":
-            assert _has_cjk(rec["summary"]), rec["id"]
-            assert all(_has_cjk(tag) for tag in rec["tags"]), rec["id"]
-            assert _has_cjk(rec["authors"][0]), rec["id"]
+            assert is_cjk(rec["summary"]), rec["id"]
+            assert all(is_cjk(tag) for tag in rec["tags"]), rec["id"]
+            assert is_cjk(rec["authors"][0]), rec["id"]
         else:
-            assert not _has_cjk(rec["summary"]), rec["id"]
+            assert not is_cjk(rec["summary"]), rec["id"]
 
 
 def test_series_and_editions_are_present(records: list[dict[str, Any]]) -> None:
@@ -98,7 +95,7 @@ def test_series_and_editions_are_present(records: list[dict[str, Any]]) -> None:
     works = Counter((rec["title"], tuple(rec["authors"])) for rec in records)
     editions = [work for work, n in works.items() if n > 1]
     assert len(editions) >= 2
-    assert any(_has_cjk(title) for title, _ in editions)
+    assert any(is_cjk(title) for title, _ in editions)
 
 
 def test_summaries_have_two_to_four_sentences(records: list[dict[str, Any]]) -> None:
