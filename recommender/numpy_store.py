@@ -22,7 +22,7 @@ from .errors import UnknownBookError
 from .filters import FilterColumns, Filters
 from .index import VectorIndex
 from .ranking import search, search_batch
-from .store import Hits
+from .store import Hits, checked_upsert
 
 __all__ = ["NumpyStore"]
 
@@ -90,12 +90,7 @@ class NumpyStore:
     def upsert(
         self, books: Sequence[Book], vectors: NDArray[np.floating], hashes: Sequence[str]
     ) -> None:
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.shape != (len(books), self._index.dimensions) or len(hashes) != len(books):
-            raise ValueError(
-                f"upsert needs one {self._index.dimensions}-d vector and one hash per book, "
-                f"got {vecs.shape} and {len(hashes)} hashes for {len(books)} books"
-            )
+        vecs = checked_upsert(books, vectors, hashes, self._index.dimensions)
         new = {b.id: n for n, b in enumerate(books)}
         keep = [r for r, i in enumerate(self._index.ids) if i not in new]
         self._replace(

@@ -20,7 +20,7 @@ from bookrec.client import ModelIdentity
 from .book import Book
 from .filters import Filters
 
-__all__ = ["Hits", "VectorStore"]
+__all__ = ["Hits", "VectorStore", "checked_upsert"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +78,16 @@ class VectorStore(Protocol):
     def delete(self, ids: Sequence[str]) -> None:
         """Remove books (unknown ids are ignored)."""
         ...
+
+
+def checked_upsert(
+    books: Sequence[Book], vectors: NDArray[np.floating], hashes: Sequence[str], dimensions: int
+) -> NDArray[np.float32]:
+    """The vectors of an upsert as float32, once there is one vector and one hash per book."""
+    vecs = np.asarray(vectors, dtype=np.float32)
+    if vecs.shape != (len(books), dimensions) or len(hashes) != len(books):
+        raise ValueError(
+            f"upsert needs one {dimensions}-d vector and one hash per book, "
+            f"got {vecs.shape} and {len(hashes)} hashes for {len(books)} books"
+        )
+    return vecs

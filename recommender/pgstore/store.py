@@ -1,0 +1,422 @@
+"""A :class:`~bookrec.recommender.VectorStore` kept in PostgreSQL with pgvector.
+
+The catalog lives in ``books``, each index's vectors in a table of their own (see
+:mod:`.schema`). A search is one SQL query per query vector, ordered by cosine distance
+(``<=>``) then by the row position assigned on insert, so ties break as in the numpy store.
+Filters run in SQL on the normalised names stored next to each book, with bound parameters
+only. Search is exact (a sequential scan) until :meth:`PostgresStore.create_hnsw` builds an HNSW
+index; HNSW queries use pgvector's iterative scans so that a selective filter still returns
+``k`` rows. Every write is one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from bookrec.client import ModelIdentity, normalize
+
+from ..book import Book, normalize_name
+from ..errors import IndexNotFoundError, RecommenderError, UnknownBookError
+from ..filters import Filters
+from ..store import Hits, checked_upsert
+from ..text import BOOK_TEXT_VERSION
+from .dsn import mask_dsn
+from .schema import check_schema, create_vector_table, migrate, vector_table_name
+
+__all__ = ["PostgresStore"]
+
+_BOOK_COLUMNS = (
+    "id, title, authors, summary, tags, language, year, rating, popularity, series, extra, "
+    "norm_authors, norm_tags, work_key"
+)
+_UPSERT_BOOK = sql.SQL(
+    f"INSERT INTO books ({_BOOK_COLUMNS}) VALUES "
+    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, authors = EXCLUDED.authors, "
+    "summary = EXCLUDED.summary, tags = EXCLUDED.tags, language = EXCLUDED.language, "
+    "year = EXCLUDED.year, rating = EXCLUDED.rating, popularity = EXCLUDED.popularity, "
+    "series = EXCLUDED.series, extra = EXCLUDED.extra, norm_authors = EXCLUDED.norm_authors, "
+    "norm_tags = EXCLUDED.norm_tags, work_key = EXCLUDED.work_key"
+)
+
+
+def _book_row(book: Book) -> tuple[Any, ...]:
+    return (
+        book.id,
+        book.title,
+        list(book.authors),
+        book.summary,
+        list(book.tags),
+        book.language,
+        book.year,
+        book.rating,
+        book.popularity,
+        book.series,
+        Jsonb(dict(book.extra)),
+        sorted({normalize_name(a) for a in book.authors}),
+        sorted({normalize_name(t) for t in book.tags}),
+        book.work_key,
+    )
+
+
+def _vector_text(vector: NDArray[np.float32]) -> str:
+    # float32 -> Python float is exact, and repr() round-trips, so the server parses the same
+    # float32 values back.
+    return "[" + ",".join(repr(float(x)) for x in vector.tolist()) + "]"
+
+
+def _where(filters: Filters | None, exclude: Collection[str]) -> tuple[sql.Composed, list[Any]]:
+    """The WHERE clause of a search: fixed SQL fragments, every value a bound parameter."""
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    if filters is not None:
+        # The same tests as FilterColumns: the language as stored, names normalised.
+        if filters.languages:
+            clauses.append(sql.SQL("b.language = ANY(%s)"))
+            params.append(sorted(filters.languages))
+        if filters.tags:
+            clauses.append(sql.SQL("b.norm_tags && %s::text[]"))
+            params.append(sorted(filters.tags))
+        if filters.authors:
+            clauses.append(sql.SQL("b.norm_authors && %s::text[]"))
+            params.append(sorted(filters.authors))
+        if filters.year_min is not None:
+            clauses.append(sql.SQL("b.year >= %s"))
+            params.append(filters.year_min)
+        if filters.year_max is not None:
+            clauses.append(sql.SQL("b.year <= %s"))
+            params.append(filters.year_max)
+        if filters.min_rating is not None:
+            clauses.append(sql.SQL("b.rating >= %s"))
+            params.append(float(filters.min_rating))
+    if exclude:
+        clauses.append(sql.SQL("NOT (v.book_id = ANY(%s::text[]))"))
+        params.append(sorted(set(exclude)))
+    if not clauses:
+        return sql.Composed([]), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+
+
+class PostgresStore:
+    """The vectors of one index in a PostgreSQL database, with the catalog in ``books``.
+
+    Open an existing index with :meth:`open`, make one with :meth:`create`. The store holds one
+    connection (``close()`` it, or use ``with``). Searches, ``len()``, ``in`` and ``vectors()``
+    read the database each time, so they see other connections' commits at once; ``ids`` is a
+    snapshot taken at open and after this store's own writes (``refresh()`` takes a new one).
+    Deleting a book removes its catalog row, hence its vectors in every index.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        dsn: str,
+        index: str,
+        *,
+        exact: bool | None = None,
+        ef_search: int = 100,
+        max_scan_tuples: int = 20_000,
+    ) -> None:
+        self._conn = conn
+        self._dsn = dsn
+        self._name = index
+        self.ef_search = ef_search
+        self.max_scan_tuples = max_scan_tuples
+        #: pgvector's iterative index scan: "strict_order" (default), "relaxed_order" or "off"
+        #: (then a selective filter can return fewer than k rows).
+        self.iterative_scan = "strict_order"
+        row = conn.execute(
+            "SELECT model, dimensions, storage, vector_table, text_version, document_format, "
+            "query_format, instruction FROM vector_indexes WHERE name = %s",
+            (index,),
+        ).fetchone()
+        if row is None:
+            raise IndexNotFoundError(f"no index {index!r} in the database at {mask_dsn(dsn)}")
+        model, dims, storage, table, text_version, doc, query, instruction = row
+        self._identity = ModelIdentity(str(model), int(dims))
+        self.storage: str = storage
+        self.text_version: str = text_version
+        self.prompt_formats = (doc, query, instruction)
+        self._table_name: str = table
+        self._table = sql.Identifier(table)
+        self._cast = sql.SQL(storage)
+        self._exact = (not self.has_hnsw()) if exact is None else exact
+        self._ids: tuple[str, ...] = ()
+        self.refresh()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def _connect(cls, dsn: str) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as err:
+            # psycopg's message may quote the connection string; never show its password.
+            raise RecommenderError(
+                f"cannot connect to PostgreSQL at {mask_dsn(dsn)}: {mask_dsn(str(err).strip())}"
+            ) from None
+
+    @classmethod
+    def open(
+        cls,
+        dsn: str,
+        index: str = "default",
+        *,
+        exact: bool | None = None,
+        ef_search: int = 100,
+    ) -> PostgresStore:
+        """Open the index ``index`` of the database at ``dsn`` (``IndexNotFoundError``).
+
+        ``exact``: search by a sequential scan (``None``: exact unless an HNSW index exists).
+        """
+        conn = cls._connect(dsn)
+        try:
+            check_schema(conn)
+            return cls(conn, dsn, index, exact=exact, ef_search=ef_search)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def create(
+        cls,
+        dsn: str,
+        identity: ModelIdentity,
+        index: str = "default",
+        *,
+        halfvec: bool = False,
+        text_version: str = BOOK_TEXT_VERSION,
+        prompt_formats: tuple[str | None, str | None, str | None] = (None, None, None),
+    ) -> PostgresStore:
+        """Migrate the database, then add an empty index for ``identity`` (``ValueError`` if the
+        name is taken). ``halfvec`` stores half-precision vectors (half the size)."""
+        table = vector_table_name(index)
+        storage = "halfvec" if halfvec else "vector"
+        conn = cls._connect(dsn)
+        try:
+            migrate(conn)
+            with conn.transaction():
+                taken = conn.execute(
+                    "SELECT 1 FROM vector_indexes WHERE name = %s", (index,)
+                ).fetchone()
+                if taken:
+                    raise ValueError(f"the database already has an index named {index!r}")
+                conn.execute(
+                    "INSERT INTO vector_indexes (name, model, dimensions, text_version, "
+                    "document_format, query_format, instruction, storage, vector_table) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (index, identity.model, identity.dimensions, text_version,
+                     *prompt_formats, storage, table),
+                )  # fmt: skip
+                create_vector_table(conn, table, identity.dimensions, storage)
+            return cls(conn, dsn, index)
+        except BaseException:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "exact" if self._exact else "hnsw"
+        return f"PostgresStore({mask_dsn(self._dsn)!r}, index={self._name!r}, {mode})"
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dsn(self) -> str:
+        """The connection string with its password masked."""
+        return mask_dsn(self._dsn)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._identity
+
+    @property
+    def ids(self) -> Sequence[str]:
+        return self._ids
+
+    def refresh(self) -> None:
+        """Take a new snapshot of ``ids`` (every book with a vector, in row-position order)."""
+        rows = self._read(sql.SQL("SELECT book_id FROM {} ORDER BY position").format(self._table))
+        self._ids = tuple(r[0] for r in rows)
+
+    def __len__(self) -> int:
+        rows = self._read(sql.SQL("SELECT count(*) FROM {}").format(self._table))
+        return int(rows[0][0])
+
+    def __contains__(self, book_id: object) -> bool:
+        if not isinstance(book_id, str):
+            return False
+        query = sql.SQL("SELECT 1 FROM {} WHERE book_id = %s").format(self._table)
+        return bool(self._read(query, (book_id,)))
+
+    def vectors(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        dims = self._identity.dimensions
+        if not ids:
+            return np.zeros((0, dims), dtype=np.float32)
+        query = sql.SQL(
+            "SELECT book_id, embedding::vector::real[] FROM {} WHERE book_id = ANY(%s::text[])"
+        ).format(self._table)
+        found = {r[0]: r[1] for r in self._read(query, (list(set(ids)),))}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise UnknownBookError(missing)
+        return np.array([found[i] for i in ids], dtype=np.float32).reshape(len(ids), dims)
+
+    def search(
+        self,
+        queries: NDArray[np.float32],
+        k: int,
+        *,
+        filters: Filters | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Hits]:
+        matrix = np.asarray(queries, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != self._identity.dimensions:
+            raise ValueError(
+                f"queries must be an (m, {self._identity.dimensions}) matrix, got {matrix.shape}"
+            )
+        if k <= 0:
+            return [Hits((), np.zeros(0, dtype=np.float32)) for _ in range(matrix.shape[0])]
+        where, params = _where(filters, exclude)
+        distance = sql.SQL("v.embedding <=> %s::{}").format(self._cast)
+        scan = sql.SQL(
+            "SELECT v.book_id, {distance} AS distance, v.position "
+            "FROM {table} v JOIN books b ON b.id = v.book_id{where}"
+        ).format(distance=distance, table=self._table, where=where)
+        if self._exact:
+            query = scan + sql.SQL(" ORDER BY distance, v.position LIMIT %s")
+        else:
+            # The HNSW index orders by distance alone; ties are ordered by position after.
+            query = sql.SQL(
+                "SELECT book_id, distance FROM ({scan} ORDER BY {distance} LIMIT %s) AS top "
+                "ORDER BY distance, position"
+            ).format(scan=scan, distance=distance)
+        out = []
+        with self._conn.transaction():
+            self._settings()
+            for row in matrix:
+                text = _vector_text(row)
+                args: list[Any] = [text, *params] if self._exact else [text, *params, text]
+                records = self._conn.execute(query, [*args, int(k)]).fetchall()
+                ids = tuple(r[0] for r in records)
+                scores = np.array([1.0 - r[1] for r in records], dtype=np.float32)
+                out.append(Hits(ids, scores))
+        return out
+
+    def upsert(
+        self, books: Sequence[Book], vectors: NDArray[np.floating], hashes: Sequence[str]
+    ) -> None:
+        vecs = checked_upsert(books, vectors, hashes, self._identity.dimensions)
+        if not books:
+            return
+        vecs = normalize(vecs)
+        # A replaced book takes a new position, as the numpy store appends it anew.
+        put_vector = sql.SQL(
+            "INSERT INTO {table} (book_id, content_hash, embedding) VALUES (%s, %s, %s::{cast}) "
+            "ON CONFLICT (book_id) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
+            "embedding = EXCLUDED.embedding, position = DEFAULT"
+        ).format(table=self._table, cast=self._cast)
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.executemany(_UPSERT_BOOK, [_book_row(b) for b in books])
+            cur.executemany(
+                put_vector,
+                [(b.id, h, _vector_text(v)) for b, h, v in zip(books, hashes, vecs, strict=True)],
+            )
+        self.refresh()
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._conn.transaction():
+            self._conn.execute("DELETE FROM books WHERE id = ANY(%s::text[])", (list(set(ids)),))
+        self.refresh()
+
+    # -- beyond the protocol -----------------------------------------------------------------
+
+    def content_hashes(self) -> dict[str, str]:
+        """Each book's content hash, as stored with its vector."""
+        query = sql.SQL("SELECT book_id, content_hash FROM {}").format(self._table)
+        return {r[0]: r[1] for r in self._read(query)}
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @exact.setter
+    def exact(self, value: bool) -> None:
+        self._exact = bool(value)
+
+    def has_hnsw(self) -> bool:
+        rows = self._read(
+            "SELECT 1 FROM pg_indexes WHERE tablename = %s AND indexdef ILIKE '%%USING hnsw%%'",
+            (self._table_name,),
+        )
+        return bool(rows)
+
+    def create_hnsw(
+        self, m: int = 16, ef_construction: int = 64, *, maintenance_work_mem: str = "512MB"
+    ) -> None:
+        """Build the HNSW index on the vectors (after bulk loading), then search through it."""
+        ops = sql.SQL("halfvec_cosine_ops" if self.storage == "halfvec" else "vector_cosine_ops")
+        with self._conn.transaction():
+            self._conn.execute(
+                "SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,)
+            )
+            self._conn.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding {ops}) "
+                    "WITH (m = {m}, ef_construction = {ef})"
+                ).format(
+                    name=sql.Identifier(f"{self._table_name}_hnsw"),
+                    table=self._table,
+                    ops=ops,
+                    m=sql.Literal(int(m)),
+                    ef=sql.Literal(int(ef_construction)),
+                )
+            )
+        # Fresh statistics let the planner choose between the index and a filtered scan.
+        self._conn.execute(sql.SQL("ANALYZE books, {}").format(self._table))
+        self._exact = False
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _settings(self) -> None:
+        """Per-transaction search settings (``set_config`` takes bound values)."""
+        if self._exact:
+            self._conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
+            return
+        for name, value in (
+            ("hnsw.ef_search", str(int(self.ef_search))),
+            ("hnsw.iterative_scan", self.iterative_scan),
+            ("hnsw.max_scan_tuples", str(int(self.max_scan_tuples))),
+        ):
+            self._conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+    def _read(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[Any]:
+        # The connection is in autocommit mode: one statement, one round trip.
+        return self._conn.execute(query, params).fetchall()  # type: ignore[arg-type]
