@@ -316,16 +316,20 @@ class PostgresStore:
                 "SELECT book_id, distance FROM ({scan} ORDER BY {distance} LIMIT %s) AS top "
                 "ORDER BY distance, position"
             ).format(scan=scan, distance=distance)
-        out = []
-        with self._conn.transaction():
+        # One query per query vector, sent together in pipeline mode: one round trip in all.
+        with self._conn.transaction(), self._conn.pipeline():
             self._settings()
+            cursors = []
             for row in matrix:
                 text = _vector_text(row)
                 args: list[Any] = [text, *params] if self._exact else [text, *params, text]
-                records = self._conn.execute(query, [*args, int(k)]).fetchall()
-                ids = tuple(r[0] for r in records)
-                scores = np.array([1.0 - r[1] for r in records], dtype=np.float32)
-                out.append(Hits(ids, scores))
+                cursors.append(self._conn.execute(query, [*args, int(k)]))
+            results = [cursor.fetchall() for cursor in cursors]
+        out = []
+        for records in results:
+            ids = tuple(r[0] for r in records)
+            scores = np.array([1.0 - r[1] for r in records], dtype=np.float32)
+            out.append(Hits(ids, scores))
         return out
 
     def upsert(
