@@ -13,6 +13,7 @@ from typing import TextIO
 from .commands import COMMANDS
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify_error
 from .parser import build_parser
+from .stores import shown
 
 __all__ = ["main"]
 
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             code, message = classify_error(exc)
             if debug:
                 traceback.print_exc(file=sys.stderr)
-            print(f"bookrec: error: {message}", file=sys.stderr)
+            # A message may quote a connection string: never with its password.
+            print(f"bookrec: error: {shown(message)}", file=sys.stderr)
             return code
 
 

@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from bookrec import recommender
 
+from . import stores
 from .config import filters_from_args, open_client
 from .errors import EXIT_OK, CliError
+from .parser import sample_catalog_path
 from .progress import ProgressBar
 from .render import book_label, recommendations_table
 
@@ -47,24 +50,43 @@ def _print_json(data: Any, out: TextIO, *, compact: bool = False) -> None:
     out.write("\n")
 
 
+def _catalog_path(args: argparse.Namespace) -> Path:
+    return Path(args.catalog) if args.catalog else sample_catalog_path()
+
+
 def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
-    catalog_path = Path(args.catalog)
+    catalog_path = _catalog_path(args)
     catalog = load_catalog(catalog_path)
+    dsn = stores.store_dsn(args)
+    if dsn is not None:
+        stores.require_driver()
+        if args.rebuild:
+            raise CliError("--rebuild is not supported with --store; index into a new database")
     index_dir = Path(args.index)
+    target = stores.shown(dsn) if dsn is not None else str(index_dir)
     started = time.perf_counter()
     with (
         open_client(args) as embedder,
         ProgressBar("embedding", enabled=not args.no_progress) as bar,
     ):
-        _index, report = recommender.build_index(
-            index_dir, catalog, embedder, progress=bar, rebuild=args.rebuild, dtype=args.dtype
-        )
+        if dsn is not None:
+            report = stores.build(dsn, catalog, embedder, chunk_size=args.chunk_size, progress=bar)
+        else:
+            _index, report = recommender.build_index(
+                index_dir,
+                catalog,
+                embedder,
+                progress=bar,
+                rebuild=args.rebuild,
+                dtype=args.dtype,
+                chunk_size=args.chunk_size,
+            )
         identity = report.identity or embedder.identity
     seconds = time.perf_counter() - started
     if args.json:
         _print_json(
             {
-                "index": str(index_dir),
+                ("store" if dsn is not None else "index"): target,
                 "catalog": str(catalog_path),
                 "books": report.total,
                 "embedded": report.embedded,
@@ -81,8 +103,9 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     counts = f"embedded {report.embedded}, reused {report.reused}, removed {report.removed}"
     if report.resumed:
-        counts += f", resumed {report.resumed} from an interrupted build"
-    print(f"Indexed {report.total} books from {catalog_path} into {index_dir}", file=out)
+        how = "by other indexers or an interrupted run" if dsn else "from an interrupted build"
+        counts += f", resumed {report.resumed} {how}"
+    print(f"Indexed {report.total} books from {catalog_path} into {target}", file=out)
     print(f"  {counts}", file=out)
     if identity is not None:
         print(f"  model {identity}", file=out)
@@ -90,10 +113,32 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _recommender(args: argparse.Namespace, embedder: Any = None) -> recommender.Recommender:
-    catalog = load_catalog(Path(args.catalog))
-    index = open_index(Path(args.index))
-    return recommender.Recommender(catalog, index, embedder=embedder)
+def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
+    dsn = stores.store_dsn(args)
+    if dsn is None:
+        raise CliError("give the database with --store DSN (or $BOOKREC_STORE)")
+    version = stores.migrate(dsn)
+    if args.json:
+        _print_json({"store": stores.shown(dsn), "schema_version": version}, out)
+    else:
+        print(f"Database at {stores.shown(dsn)}: schema version {version}", file=out)
+    return EXIT_OK
+
+
+@contextmanager
+def _recommender(
+    args: argparse.Namespace, embedder: Any = None
+) -> Iterator[recommender.Recommender]:
+    """The recommender over ``--index`` or ``--store`` (whose connection closes afterwards)."""
+    dsn = stores.store_dsn(args)
+    if dsn is None:
+        catalog = load_catalog(_catalog_path(args))
+        index = open_index(Path(args.index))
+        yield recommender.Recommender(catalog, index, embedder=embedder)
+        return
+    with stores.open_store(dsn) as store:
+        books = load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(dsn)
+        yield recommender.Recommender(books, store, embedder=embedder)
 
 
 def _results_out(
@@ -126,11 +171,11 @@ def _results_out(
 
 
 def cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
-    rec = _recommender(args)
-    results = rec.similar(
-        args.book_id, k=args.k, diversity=args.diversity, **filters_from_args(args)
-    )
-    book = rec.catalog.get(args.book_id)
+    with _recommender(args) as rec:
+        results = rec.similar(
+            args.book_id, k=args.k, diversity=args.diversity, **filters_from_args(args)
+        )
+        book = rec.catalog.get(args.book_id)
     title = f"More like {book_label(book) if book else args.book_id}"
     return _results_out(args, out, title, {"similar_to": args.book_id, "k": args.k}, results)
 
@@ -139,10 +184,11 @@ def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
     if not (args.history or args.liked or args.preference):
         raise CliError("give at least one of --history, --liked or --prefer")
     if args.preference:
-        with open_client(args) as embedder:
-            results = _run_recommend(_recommender(args, embedder), args)
+        with open_client(args) as embedder, _recommender(args, embedder) as rec:
+            results = _run_recommend(rec, args)
     else:
-        results = _run_recommend(_recommender(args), args)
+        with _recommender(args) as rec:
+            results = _run_recommend(rec, args)
     query = {
         "history": args.history,
         "liked": args.liked,
@@ -176,10 +222,8 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     text = " ".join(args.text).strip()
     if not text:
         raise CliError("search text is empty")
-    with open_client(args) as embedder:
-        results = _recommender(args, embedder).search(
-            text, k=args.k, diversity=args.diversity, **filters_from_args(args)
-        )
+    with open_client(args) as embedder, _recommender(args, embedder) as rec:
+        results = rec.search(text, k=args.k, diversity=args.diversity, **filters_from_args(args))
     return _results_out(args, out, f"Books matching “{text}”", {"text": text, "k": args.k}, results)
 
 
@@ -223,6 +267,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 #: The function of each subcommand, by the name the parser stores in ``args.command``.
 COMMANDS: dict[str, Command] = {
     "index": cmd_index,
+    "db": cmd_db,
     "similar": cmd_similar,
     "recommend": cmd_recommend,
     "search": cmd_search,

@@ -84,6 +84,8 @@ def classify_error(exc: BaseException) -> tuple[int, str]:
         return EXIT_SERVICE, text
     if isinstance(exc, recommender.RecommenderError):
         return EXIT_USAGE, text
+    if type(exc).__module__.partition(".")[0] == "psycopg":  # the optional PostgreSQL driver
+        return EXIT_UNAVAILABLE, f"database error: {text}"
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
         name = exc.filename if getattr(exc, "filename", None) else text
         return EXIT_USAGE, f"{exc.strerror or 'cannot open'}: {name}"

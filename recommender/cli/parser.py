@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from .config import API_KEY_ENV
+from ..index.build import DEFAULT_CHUNK_SIZE
+from .config import API_KEY_ENV, STORE_ENV
 from .errors import EXIT_USAGE
 
 __all__ = ["DEFAULT_INDEX_DIR", "build_parser", "sample_catalog_path"]
@@ -119,8 +120,9 @@ def _catalog_options(*, index_default: str = DEFAULT_INDEX_DIR) -> _Parser:
         "--catalog",
         "-c",
         metavar="FILE",
-        default=os.environ.get("BOOKREC_CATALOG") or str(sample_catalog_path()),
-        help="catalog (.jsonl or .csv; default: $BOOKREC_CATALOG or the bundled sample catalog)",
+        default=os.environ.get("BOOKREC_CATALOG") or None,
+        help="catalog (.jsonl or .csv; default: $BOOKREC_CATALOG, else the books kept in the "
+        "--store database, else the bundled sample catalog)",
     )
     cat.add_argument(
         "--index",
@@ -128,6 +130,14 @@ def _catalog_options(*, index_default: str = DEFAULT_INDEX_DIR) -> _Parser:
         metavar="DIR",
         default=os.environ.get("BOOKREC_INDEX") or index_default,
         help=f"index directory (default: $BOOKREC_INDEX or {index_default})",
+    )
+    cat.add_argument(
+        "--store",
+        metavar="DSN",
+        default=os.environ.get(STORE_ENV) or None,
+        help="PostgreSQL database instead of --index, e.g. postgresql://bookrec@db/books "
+        f"(default: ${STORE_ENV}; give the password through ${STORE_ENV}, PGPASSWORD or "
+        "~/.pgpass: a command line is visible to other local users; never printed)",
     )
     return cat
 
@@ -197,7 +207,8 @@ def _ranking_options() -> _Parser:
 def build_parser() -> argparse.ArgumentParser:
     """The ``bookrec`` argument parser; ``command`` names the subcommand.
 
-    Subcommands: ``index`` (embed a catalog into an index directory, incrementally),
+    Subcommands: ``index`` (embed a catalog into an index directory or a PostgreSQL database,
+    incrementally), ``db migrate`` (create or upgrade the database's schema),
     ``similar`` (more like this, from stored vectors only), ``recommend`` (for a reader),
     ``search`` (free text), ``embed`` (vectors for texts, as JSON) and ``demo`` (the guided tour
     on the bundled sample catalog).
@@ -235,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "float16"),
         default="float32",
         help="storage type of the vectors (float16 halves the size; default float32)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help="books embedded and committed together; with --store, the unit that several "
+        f"indexer processes share (default {DEFAULT_CHUNK_SIZE})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -284,6 +303,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="books matching a free-text description",
     )
     p.add_argument("text", nargs="+", metavar="TEXT", help="what to look for")
+
+    p = sub.add_parser(
+        "db",
+        help="manage the PostgreSQL database of --store",
+        description="Manage the PostgreSQL database given by --store (or $BOOKREC_STORE).",
+    )
+    db = p.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    db.required = True
+    m = db.add_parser(
+        "migrate",
+        parents=common,
+        help="apply the schema migrations the database lacks",
+        description="Create or upgrade bookrec's tables (books, vector_indexes). A database "
+        "migrated by a newer bookrec is refused.",
+    )
+    m.add_argument(
+        "--store",
+        metavar="DSN",
+        default=os.environ.get(STORE_ENV) or None,
+        help=f"the database, e.g. postgresql://bookrec@db/books (default: ${STORE_ENV})",
+    )
 
     p = sub.add_parser(
         "embed",

@@ -33,9 +33,12 @@ STAGING_NAME = "staging"
 
 @dataclass(frozen=True, slots=True)
 class IndexReport:
-    """What a build did. ``embedded + reused + resumed == total``."""
+    """What a build did. ``embedded + reused + resumed == total``.
 
-    path: Path
+    ``path`` is the index directory, or for a database store its masked DSN with the index name.
+    """
+
+    path: Path | str
     total: int
     embedded: int
     reused: int

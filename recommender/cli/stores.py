@@ -1,0 +1,136 @@
+"""Where a command's vectors live: an index directory (``--index``) or a database (``--store``).
+
+The PostgreSQL store needs the ``postgres`` extra; it is imported only when ``--store`` (or
+``BOOKREC_STORE``) names a database. A DSN is shown through ``mask_dsn`` only, so its password
+never reaches the output, a log or an error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from bookrec import recommender
+
+from .errors import EXIT_UNAVAILABLE, CliError
+
+if TYPE_CHECKING:
+    from bookrec.recommender.pgstore import PostgresStore
+
+__all__ = [
+    "build",
+    "catalog_from_store",
+    "migrate",
+    "open_store",
+    "require_driver",
+    "shown",
+    "store_dsn",
+]
+
+
+def store_dsn(args: argparse.Namespace) -> str | None:
+    """The DSN given by ``--store`` or ``$BOOKREC_STORE`` (``None``: use ``--index``)."""
+    dsn: str | None = getattr(args, "store", None)
+    return dsn or None
+
+
+def shown(text: str) -> str:
+    """``text`` with the password of any PostgreSQL connection string in it masked."""
+    try:
+        from bookrec.recommender.pgstore.dsn import mask_dsn
+    except ImportError:  # without the driver no connection string was used
+        return text
+    return mask_dsn(text)
+
+
+def require_driver() -> None:
+    """Raise :class:`CliError` unless the ``postgres`` extra is installed."""
+    _pgstore()
+
+
+def _pgstore() -> Any:
+    try:
+        from bookrec.recommender import pgstore
+    except ImportError as exc:  # psycopg is an extra
+        raise CliError(
+            f"--store needs the PostgreSQL driver: pip install 'bookrec[postgres]' ({exc})"
+        ) from None
+    return pgstore
+
+
+def open_store(dsn: str) -> PostgresStore:
+    """The default index of the database at ``dsn``, opened for queries."""
+    pgstore = _pgstore()
+    try:
+        store: PostgresStore = pgstore.PostgresStore.open(dsn)
+    except recommender.IndexNotFoundError:
+        raise CliError(
+            f"no index in the database at {shown(dsn)}; build it first with: "
+            f"bookrec index --catalog <file> --store {shown(dsn)}"
+        ) from None
+    return store
+
+
+def catalog_from_store(dsn: str) -> recommender.Catalog:
+    """The catalog kept in the database's ``books`` table, in id order."""
+    import psycopg
+
+    query = (
+        "SELECT id, title, authors, summary, tags, language, year, rating, popularity, series, "
+        "extra FROM books ORDER BY id"
+    )
+    try:
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute(query).fetchall()
+    except psycopg.Error as err:
+        raise CliError(
+            f"cannot read the catalog from {shown(dsn)}: {shown(str(err).strip())}"
+        ) from None
+    books = [
+        recommender.Book(
+            id=r[0],
+            title=r[1],
+            authors=tuple(r[2]),
+            summary=r[3],
+            tags=tuple(r[4]),
+            language=r[5],
+            year=r[6],
+            rating=r[7],
+            popularity=r[8],
+            series=r[9],
+            extra=dict(r[10] or {}),
+        )
+        for r in rows
+    ]
+    if not books:
+        raise CliError(f"the database at {shown(dsn)} holds no books; index a catalog first")
+    return recommender.Catalog(books)
+
+
+def migrate(dsn: str) -> int:
+    """Apply the schema migrations the database lacks; returns its schema version."""
+    pgstore = _pgstore()
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            version: int = pgstore.migrate(conn)
+    except psycopg.Error as err:
+        raise CliError(
+            f"cannot migrate the database at {shown(dsn)}: {shown(str(err).strip())}",
+            exit_code=EXIT_UNAVAILABLE,
+        ) from None
+    return version
+
+
+def build(
+    dsn: str, catalog: recommender.Catalog, embedder: Any, *, chunk_size: int, progress: Any
+) -> recommender.IndexReport:
+    """``build_pg_index`` into the default index of the database at ``dsn``."""
+    _pgstore()
+    from bookrec.recommender.pgstore.indexing import build_pg_index
+
+    report: recommender.IndexReport = build_pg_index(
+        dsn, catalog, embedder, chunk_size=chunk_size, progress=progress
+    )
+    return report

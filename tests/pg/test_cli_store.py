@@ -1,0 +1,105 @@
+"""The command line on a PostgreSQL store: ``db migrate``, ``index --store``, then queries."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bookrec.client.testing import FakeSGLang
+from bookrec.recommender.cli import main
+from tests.recommender.conftest import make_books, write_jsonl
+
+SECRET = "s3cret-Pa55"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeSGLang]:
+    with FakeSGLang(dim=32) as srv:
+        yield srv
+
+
+@pytest.fixture
+def dsn(pg_dsn: str) -> str:
+    """The test database's DSN with a password in it (the server trusts 127.0.0.1 anyway)."""
+    return pg_dsn.replace("postgres@", f"postgres:{SECRET}@", 1)
+
+
+class Run:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: Any, base_url: str) -> None:
+        self.monkeypatch, self.capsys, self.base_url = monkeypatch, capsys, base_url
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        with self.monkeypatch.context() as mp:
+            mp.setenv("BOOKREC_BASE_URL", self.base_url)
+            for key in ("BOOKREC_STORE", "BOOKREC_CATALOG", "BOOKREC_INDEX"):
+                mp.delenv(key, raising=False)
+            for key, value in (env or {}).items():
+                mp.setenv(key, value)
+            self.capsys.readouterr()
+            out = io.StringIO()
+            code = main(list(args), out=out)
+            err = self.capsys.readouterr().err
+        assert SECRET not in out.getvalue() and SECRET not in err
+        return code, out.getvalue(), err
+
+    def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        code, out, err = self(*args, "--json", env=env)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: Any, server: FakeSGLang) -> Run:
+    return Run(monkeypatch, capsys, server.base_url)
+
+
+def _catalog(path: Path, n: int = 12) -> Path:
+    return write_jsonl(path, [b.to_dict() for b in make_books(n)])
+
+
+def test_index_then_similar_on_the_store(
+    run: Run, dsn: str, tmp_path: Path, server: FakeSGLang
+) -> None:
+    catalog = str(_catalog(tmp_path / "books.jsonl"))
+    migrated = run.json("db", "migrate", "--store", dsn)
+    assert migrated["schema_version"] >= 1 and "***" in migrated["store"]
+    first = run.json("index", "--catalog", catalog, "--store", dsn, "--no-progress")
+    assert (first["books"], first["embedded"], first["unchanged"]) == (12, 12, False)
+    assert "***" in first["store"]
+    requests = server.embedding_request_count
+    again = run.json("index", "--catalog", catalog, "--no-progress", env={"BOOKREC_STORE": dsn})
+    assert again["unchanged"] and again["embedded"] == 0
+    assert server.embedding_request_count == requests
+
+    # The catalog comes from the database when --catalog is not given.
+    similar = run.json("similar", "b003", "-k", "4", "--store", dsn)
+    ids = [r["book"]["id"] if "book" in r else r["id"] for r in similar["results"]]
+    assert len(ids) == 4 and "b003" not in ids
+    code, table, _ = run("similar", "b003", "-k", "3", env={"BOOKREC_STORE": dsn})
+    assert code == 0 and "More like" in table
+
+    found = run.json("search", "topic", "3", "-k", "2", "--store", dsn, "--catalog", catalog)
+    assert len(found["results"]) == 2
+    liked = run.json("recommend", "--liked", "b001", "-k", "3", "--store", dsn)
+    assert len(liked["results"]) == 3
+
+    code, out, _ = run("index", "--catalog", catalog, "--store", dsn, "--no-progress")
+    assert code == 0 and "postgres:***@" in out and "nothing changed" in out
+
+
+def test_store_errors_never_show_the_password(run: Run, dsn: str) -> None:
+    base, _, _ = dsn.rpartition("/")
+    code, _, err = run("similar", "b001", "--store", f"{base}/no_such_database")
+    assert code != 0 and "bookrec: error:" in err and "Traceback" not in err
+    code, _, err = run("similar", "b001", "--store", dsn)
+    assert code == 2 and "bookrec db migrate" in err
+    assert run("db", "migrate", "--store", dsn)[0] == 0
+    code, _, err = run("similar", "b001", "--store", dsn)  # nothing indexed yet
+    assert code == 2 and "bookrec index" in err and "postgres:***@" in err
+    code, _, err = run("db", "migrate")
+    assert code == 2 and "--store" in err
