@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -83,7 +84,7 @@ class ReadRouting:
             return 0
         return max(0, int(lag)) if lag is not None else None
 
-    def _connect(self, dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    def _connect(self, dsn: str) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(
             dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
         )
