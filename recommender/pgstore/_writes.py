@@ -27,7 +27,7 @@ __all__ = [
     "drop_other_builds",
     "ensure_work_table",
     "finish_chunk",
-    "lock_index",
+    "lock_planning",
     "pending_hashes",
     "stored_hashes",
     "stored_rows",
@@ -55,9 +55,12 @@ def connect(dsn: str) -> Conn:
     return conn
 
 
-def lock_index(conn: Conn, index: str) -> None:
-    """Hold, until the transaction ends, the lock that serialises planning builds of ``index``."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"bookrec:{index}",))
+def lock_planning(conn: Conn) -> None:
+    """Hold, until the transaction ends, the lock under which builds are planned.
+
+    One lock for every index: planning is short, and it also guards creating the work table.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('bookrec:build', 0))")
 
 
 def ensure_work_table(conn: Conn, table: str) -> None:

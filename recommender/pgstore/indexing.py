@@ -113,7 +113,7 @@ class _Build:
     def plan(self, conn: Any) -> None:
         """Fill the work table for this build unless another process already did."""
         with conn.transaction():
-            db.lock_index(conn, self.index)
+            db.lock_planning(conn)
             db.ensure_work_table(conn, WORK_TABLE)
             pending = db.pending_hashes(conn, WORK_TABLE, self.index, self.key)
             if pending:

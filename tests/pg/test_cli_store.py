@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from bookrec.recommender.cli import main
 from tests.recommender.conftest import make_books, write_jsonl
 
 SECRET = "s3cret-Pa55"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -90,6 +95,28 @@ def test_index_then_similar_on_the_store(
 
     code, out, _ = run("index", "--catalog", catalog, "--store", dsn, "--no-progress")
     assert code == 0 and "postgres:***@" in out and "nothing changed" in out
+
+
+def test_four_cli_indexers_embed_each_book_once(dsn: str, tmp_path: Path) -> None:
+    catalog = _catalog(tmp_path / "books.jsonl", 40)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKREC_")}
+    env.update(BOOKREC_STORE=dsn, PYTHONPATH=str(REPO))
+    with FakeSGLang(dim=32, per_request_delay=0.05) as server:
+        env["BOOKREC_BASE_URL"] = server.base_url
+        command = [sys.executable, "-m", "bookrec.recommender.cli", "index", "--json"]
+        args = [*command, "--catalog", str(catalog), "--chunk-size", "4", "--no-progress"]
+        procs = [
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(4)
+        ]
+        outputs = [proc.communicate(timeout=60) for proc in procs]
+        seen = Counter(server.embedded_texts)
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        assert SECRET.encode() not in out + err
+    reports = [json.loads(out) for out, _ in outputs]
+    assert sum(r["embedded"] for r in reports) == 40
+    assert len(seen) == 40 and set(seen.values()) == {1}
 
 
 def test_store_errors_never_show_the_password(run: Run, dsn: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from bookrec.client import ClientConfig, EmbeddingClient, Endpoint, RetryPolicy
 from bookrec.client.testing import FakeSGLang, fake_vector
-from bookrec.recommender import Catalog, book_text
+from bookrec.recommender import Catalog, IndexBuildError, book_text
 from bookrec.recommender.pgstore import PostgresStore
 from bookrec.recommender.pgstore.indexing import WORK_TABLE, build_pg_index
 from tests.pg.conftest import EmbeddedServer, fresh_dsn, psycopg
@@ -108,6 +108,24 @@ def test_same_text_under_a_new_id_copies_the_vector(pg_dsn: str, server: FakeSGL
         np.testing.assert_array_equal(store.vectors(["twin"]), store.vectors(["b000"]))
 
 
+def test_embedding_failure_keeps_the_committed_chunks(pg_dsn: str, server: FakeSGLang) -> None:
+    books = make_books(20)
+
+    def progress(done: int, total: int) -> None:
+        if done == 10:  # two chunks written: the request of the third one fails
+            server.fail_next(503)
+
+    with _client(server) as client:
+        with pytest.raises(IndexBuildError, match="remaining 10"):
+            build_pg_index(pg_dsn, Catalog(books), client, chunk_size=5, progress=progress)
+        assert _vectors(pg_dsn) == 10
+        server.reset()
+        report = build_pg_index(pg_dsn, Catalog(books), client, chunk_size=5)
+    assert len(server.embedded_texts) == 10
+    assert (report.embedded, report.reused, report.resumed) == (10, 10, 0)
+    assert _vectors(pg_dsn) == 20
+
+
 def _indexer(dsn: str, server: FakeSGLang, n: int, chunk: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [dsn, server.base_url, str(n), str(chunk)]
@@ -190,6 +208,32 @@ def _vectors(dsn: str) -> int:
     if not _count(dsn, "SELECT count(*) FROM pg_tables WHERE tablename = 'vectors_default'"):
         return 0
     return _count(dsn, "SELECT count(*) FROM vectors_default")
+
+
+def test_a_worker_killed_mid_chunk_leaves_it_to_another(pg_dsn: str) -> None:
+    n, chunk = 24, 4
+    texts = sorted(book_text(b) for b in make_books(n))
+    with FakeSGLang(dim=DIM, per_request_delay=0.4) as server:
+        doomed, other = _indexer(pg_dsn, server, n, chunk), _indexer(pg_dsn, server, n, chunk)
+        _go_nowait(doomed)
+        deadline = time.monotonic() + 30
+        # Its first chunk is committed and the request of its second one has arrived: it holds
+        # the claim of that chunk, waiting for the answer.
+        while _vectors(pg_dsn) < chunk or server.embedding_request_count < 2:
+            assert time.monotonic() < deadline and doomed.poll() is None
+            time.sleep(0.01)
+        assert _count(pg_dsn, f"SELECT count(*) FROM {WORK_TABLE}") == n // chunk - 1
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+        _close(doomed)
+        _, [report] = _go([other])
+        seen = Counter(server.embedded_texts)
+    assert sorted(seen) == texts
+    # Only the chunk the killed worker held was sent twice; the other worker wrote it.
+    assert sum(seen.values()) - n == chunk
+    assert report["embedded"] == n - chunk
+    assert _vectors(pg_dsn) == n
+    assert _count(pg_dsn, f"SELECT count(*) FROM {WORK_TABLE}") == 0
 
 
 @pytest.mark.timeout(180)
