@@ -70,7 +70,14 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
         ProgressBar("embedding", enabled=not args.no_progress) as bar,
     ):
         if dsn is not None:
-            report = stores.build(dsn, catalog, embedder, chunk_size=args.chunk_size, progress=bar)
+            report = stores.build(
+                dsn,
+                catalog,
+                embedder,
+                chunk_size=args.chunk_size,
+                progress=bar,
+                halfvec=args.dtype == "float16",
+            )
         else:
             _index, report = recommender.build_index(
                 index_dir,

@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=("float32", "float16"),
         default="float32",
-        help="storage type of the vectors (float16 halves the size; default float32)",
+        help="storage type of the vectors (float16 halves the size, halfvec with --store, "
+        "chosen when the index is created; default float32)",
     )
     p.add_argument(
         "--chunk-size",

@@ -124,13 +124,19 @@ def migrate(dsn: str) -> int:
 
 
 def build(
-    dsn: str, catalog: recommender.Catalog, embedder: Any, *, chunk_size: int, progress: Any
+    dsn: str,
+    catalog: recommender.Catalog,
+    embedder: Any,
+    *,
+    chunk_size: int,
+    progress: Any,
+    halfvec: bool = False,
 ) -> recommender.IndexReport:
     """``build_pg_index`` into the default index of the database at ``dsn``."""
     _pgstore()
     from bookrec.recommender.pgstore.indexing import build_pg_index
 
     report: recommender.IndexReport = build_pg_index(
-        dsn, catalog, embedder, chunk_size=chunk_size, progress=progress
+        dsn, catalog, embedder, chunk_size=chunk_size, progress=progress, halfvec=halfvec
     )
     return report

@@ -52,6 +52,7 @@ def build_pg_index(
     index: str = "default",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressCallback | None = None,
+    halfvec: bool = False,
 ) -> IndexReport:
     """Bring the PostgreSQL index ``index`` of ``dsn`` up to date with ``catalog``.
 
@@ -59,15 +60,16 @@ def build_pg_index(
     no request); books no longer in the catalog are deleted. Several processes may run the
     same build at once: they share its chunks, every text is embedded once. The report counts
     this process's work: ``embedded`` by it, ``reused`` already stored when it started,
-    ``resumed`` embedded by other processes (or an earlier, interrupted run). If embedding
-    fails: :class:`IndexBuildError` (committed chunks are kept; run again to finish).
+    ``resumed`` embedded by other processes (or an earlier, interrupted run). ``halfvec``
+    stores half-precision vectors when the build creates the index. If embedding fails:
+    :class:`IndexBuildError` (committed chunks are kept; run again to finish).
     """
     if len(catalog) == 0:
         raise RecommenderError("the catalog is empty: nothing to index")
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     started = time.monotonic()
-    build = _Build(dsn, catalog, embedder, index, chunk_size, progress)
+    build = _Build(dsn, catalog, embedder, index, chunk_size, progress, halfvec)
     with db.connect(dsn) as conn:
         build.plan(conn)
         build.work(conn)
@@ -95,6 +97,7 @@ class _Build:
     index: str
     chunk_size: int
     progress: ProgressCallback | None
+    halfvec: bool = False
     counts: _Counts = field(default_factory=_Counts)
     identity: ModelIdentity | None = None
 
@@ -185,7 +188,10 @@ class _Build:
             if formats is not None
             else (None, None, None)
         )
-        PostgresStore.create(self.dsn, self.identity, self.index, prompt_formats=prompts).close()
+        with PostgresStore.create(
+            self.dsn, self.identity, self.index, halfvec=self.halfvec, prompt_formats=prompts
+        ) as store:
+            self.storage = store.storage
 
     def write_reused(self, conn: Any, old: Rows, reuse: Mapping[str, int]) -> bool:
         """Store catalog books whose vector is already stored; return whether any was written.

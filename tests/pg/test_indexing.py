@@ -95,6 +95,24 @@ def test_changed_books_are_embedded_again_removed_ones_deleted(
     assert _count(pg_dsn, "SELECT count(*) FROM books WHERE id = 'b005' AND rating = 0.5") == 1
 
 
+def test_halfvec_index_is_incremental_too(pg_dsn: str, server: FakeSGLang) -> None:
+    books = make_books(8)
+    with _client(server) as client:
+        build_pg_index(pg_dsn, Catalog(books), client, chunk_size=3, halfvec=True)
+        changed = dataclasses.replace(books[2], summary="rewritten")
+        twin = dataclasses.replace(books[0], id="twin")
+        server.reset()
+        report = build_pg_index(pg_dsn, Catalog([*books[:2], changed, *books[3:], twin]), client)
+    assert server.embedded_texts == [book_text(changed)]
+    assert (report.embedded, report.reused) == (1, 8)
+    with PostgresStore.open(pg_dsn) as store:
+        assert store.storage == "halfvec"
+        np.testing.assert_allclose(
+            store.vectors(["b002"])[0], fake_vector(book_text(changed), DIM), atol=2e-3
+        )
+        np.testing.assert_array_equal(store.vectors(["twin"]), store.vectors(["b000"]))
+
+
 def test_same_text_under_a_new_id_copies_the_vector(pg_dsn: str, server: FakeSGLang) -> None:
     books = make_books(6)
     with _client(server) as client:
