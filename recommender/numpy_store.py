@@ -93,13 +93,12 @@ class NumpyStore:
         vecs = checked_upsert(books, vectors, hashes, self._index.dimensions)
         new = {b.id: n for n, b in enumerate(books)}
         keep = [r for r, i in enumerate(self._index.ids) if i not in new]
+        self._books.update((b.id, b) for b in books)
         self._replace(
             [self._index.ids[r] for r in keep] + [b.id for b in books],
             np.concatenate([np.asarray(self._index.vectors[keep], dtype=np.float32), vecs]),
             [self._hash(r) for r in keep] + list(hashes),
         )
-        self._books.update((b.id, b) for b in books)
-        self._columns = FilterColumns([self._books.get(i) for i in self._index.ids])
 
     def delete(self, ids: Sequence[str]) -> None:
         gone = set(ids)
@@ -113,7 +112,6 @@ class NumpyStore:
             np.asarray(self._index.vectors[keep], dtype=np.float32),
             [self._hash(r) for r in keep],
         )
-        self._columns = FilterColumns([self._books.get(i) for i in self._index.ids])
 
     def _hash(self, row: int) -> str:
         hashes = self._index.hashes
@@ -130,3 +128,4 @@ class NumpyStore:
             dtype = old.manifest.dtype if old.manifest is not None else None
             index = index.save(old.path, dtype=dtype)
         self._index = index
+        self._columns = FilterColumns([self._books.get(i) for i in index.ids])

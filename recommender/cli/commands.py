@@ -144,7 +144,9 @@ def _recommender(
         yield recommender.Recommender(catalog, index, embedder=embedder)
         return
     with stores.open_store(dsn) as store:
-        books = load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(dsn)
+        books = (
+            load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(store)
+        )
         yield recommender.Recommender(books, store, embedder=embedder)
 
 

@@ -71,40 +71,12 @@ def open_store(dsn: str) -> PostgresStore:
     return store
 
 
-def catalog_from_store(dsn: str) -> recommender.Catalog:
-    """The catalog kept in the database's ``books`` table, in id order."""
-    import psycopg
-
-    query = (
-        "SELECT id, title, authors, summary, tags, language, year, rating, popularity, series, "
-        "extra FROM books ORDER BY id"
-    )
-    try:
-        with psycopg.connect(dsn) as conn:
-            rows = conn.execute(query).fetchall()
-    except psycopg.Error as err:
-        raise CliError(
-            f"cannot read the catalog from {shown(dsn)}: {shown(str(err).strip())}"
-        ) from None
-    books = [
-        recommender.Book(
-            id=r[0],
-            title=r[1],
-            authors=tuple(r[2]),
-            summary=r[3],
-            tags=tuple(r[4]),
-            language=r[5],
-            year=r[6],
-            rating=r[7],
-            popularity=r[8],
-            series=r[9],
-            extra=dict(r[10] or {}),
-        )
-        for r in rows
-    ]
-    if not books:
-        raise CliError(f"the database at {shown(dsn)} holds no books; index a catalog first")
-    return recommender.Catalog(books)
+def catalog_from_store(store: PostgresStore) -> recommender.Catalog:
+    """The catalog kept in the store's database (``CliError`` when it holds no books)."""
+    catalog = store.catalog()
+    if not len(catalog):
+        raise CliError(f"the database at {store.dsn} holds no books; index a catalog first")
+    return catalog
 
 
 def migrate(dsn: str) -> int:

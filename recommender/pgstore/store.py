@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from bookrec.client import ModelIdentity, normalize
 
 from ..book import Book, normalize_name
+from ..catalog import Catalog
 from ..errors import IndexNotFoundError, RecommenderError, UnknownBookError
 from ..filters import Filters
 from ..store import Hits, checked_upsert
@@ -361,6 +362,29 @@ class PostgresStore:
         self.refresh()
 
     # -- beyond the protocol -----------------------------------------------------------------
+
+    def catalog(self) -> Catalog:
+        """The books of the database's ``books`` table, in id order (the stored catalog)."""
+        rows = self._read(
+            "SELECT id, title, authors, summary, tags, language, year, rating, popularity, "
+            "series, extra FROM books ORDER BY id"
+        )
+        return Catalog(
+            Book(
+                id=r[0],
+                title=r[1],
+                authors=tuple(r[2]),
+                summary=r[3],
+                tags=tuple(r[4]),
+                language=r[5],
+                year=r[6],
+                rating=r[7],
+                popularity=r[8],
+                series=r[9],
+                extra=dict(r[10] or {}),
+            )
+            for r in rows
+        )
 
     def content_hashes(self) -> dict[str, str]:
         """Each book's content hash, as stored with its vector."""
