@@ -79,8 +79,14 @@ def top_candidates(
         (hits,) = store.search(queries, pool, filters=filters, exclude=exclude)
         return Candidates(hits.ids, hits.scores, None)
     n = len(store)
-    in_memory = scorer.alt is not None or scorer.add is not None
-    allowed = space.allowed(filters, exclude) if in_memory else None
+    # The in-memory terms, masked once: rows a ranking may not return score -inf.
+    terms: list[tuple[NDArray[np.float32], bool]] = []
+    if scorer.alt is not None or scorer.add is not None:
+        allowed = space.allowed(filters, exclude)
+        for term, is_alt in ((_alt_term(scorer), True), (scorer.add, False)):
+            if term is not None:
+                masked = np.where(allowed, term, NEG_INF).astype(np.float32, copy=False)
+                terms.append((masked, is_alt))
     c = pool
     while True:
         ids: dict[str, None] = {}
@@ -95,19 +101,15 @@ def top_candidates(
                     dense_bound = hits.scores[-1]
         add_bound = alt_bound = NEG_INF
         memory_exhausted = False
-        if allowed is not None:
-            for term, is_alt in ((_alt_term(scorer), True), (scorer.add, False)):
-                if term is None:
-                    continue
-                masked = np.where(allowed, term, NEG_INF).astype(np.float32, copy=False)
-                rows, values = top_k(masked, c)
-                ids.update(dict.fromkeys(store.ids[r] for r in rows.tolist()))
-                if rows.shape[0] < c:
-                    memory_exhausted = True  # every allowed book is among these
-                elif is_alt:
-                    alt_bound = values[-1]
-                else:
-                    add_bound = values[-1]
+        for masked, is_alt in terms:
+            rows, values = top_k(masked, c)
+            ids.update(dict.fromkeys(store.ids[r] for r in rows.tolist()))
+            if rows.shape[0] < c:
+                memory_exhausted = True  # every allowed book is among these
+            elif is_alt:
+                alt_bound = values[-1]
+            else:
+                add_bound = values[-1]
         order_ids = list(ids)
         rows = space.rows(order_ids)
         vectors = store.vectors(order_ids)
