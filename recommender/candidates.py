@@ -38,18 +38,32 @@ class Candidates:
 
 
 class RowSpace:
-    """Row numbers for a store's books (their position in ``store.ids``) and their metadata."""
+    """Row numbers for a store's books (their position in ``ids``, the store's ids when the
+    space was made) and their metadata. A book the store returns that is not among ``ids``
+    (added since, by another process), or whose metadata is unknown, is left out of rankings
+    until the space is made again."""
 
-    def __init__(self, store: VectorStore, books: Sequence[Book | None]) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        books: Sequence[Book | None],
+        ids: Sequence[str] | None = None,
+        row_of: dict[str, int] | None = None,
+    ) -> None:
         self.store = store
         self.books = books
-        self._row_of: dict[str, int] | None = None
+        self.ids: Sequence[str] = tuple(store.ids) if ids is None else ids
+        self.row_of = row_of or {book_id: row for row, book_id in enumerate(self.ids)}
         self._columns: FilterColumns | None = None
+        self._described = np.fromiter((b is not None for b in books), dtype=bool, count=len(books))
+
+    def ranks(self, book_id: str) -> bool:
+        """Whether ``book_id`` may appear in a ranking (a row with metadata)."""
+        row = self.row_of.get(book_id)
+        return row is not None and self.books[row] is not None
 
     def rows(self, ids: Sequence[str]) -> NDArray[np.intp]:
-        if self._row_of is None:
-            self._row_of = {book_id: row for row, book_id in enumerate(self.store.ids)}
-        row_of = self._row_of
+        row_of = self.row_of
         return np.fromiter((row_of[i] for i in ids), dtype=np.intp, count=len(ids))
 
     def allowed(self, filters: Filters | None, exclude: Collection[str]) -> NDArray[np.bool_]:
@@ -57,8 +71,8 @@ class RowSpace:
         if self._columns is None:
             self._columns = FilterColumns(self.books)
         mask = self._columns.mask(filters)
-        allowed = np.ones(len(self.books), dtype=bool) if mask is None else mask.copy()
-        dropped = [i for i in exclude if i in self.store]
+        allowed = self._described.copy() if mask is None else mask & self._described
+        dropped = [i for i in exclude if i in self.row_of]
         if dropped:
             allowed[self.rows(dropped)] = False
         return allowed
@@ -77,8 +91,11 @@ def top_candidates(
     queries = scorer.queries
     if scorer.dense_only and queries is not None and queries.shape[0] == 1:
         (hits,) = store.search(queries, pool, filters=filters, exclude=exclude)
+        known = [n for n, i in enumerate(hits.ids) if space.ranks(i)]
+        if len(known) < len(hits.ids):
+            return Candidates(tuple(hits.ids[n] for n in known), hits.scores[known], None)
         return Candidates(hits.ids, hits.scores, None)
-    n = len(store)
+    n = len(space.ids)
     # The in-memory terms, masked once: rows a ranking may not return score -inf.
     terms: list[tuple[NDArray[np.float32], bool]] = []
     if scorer.alt is not None or scorer.add is not None:
@@ -94,7 +111,7 @@ def top_candidates(
         store_exhausted = False
         if queries is not None:
             for hits in store.search(queries, c, filters=filters, exclude=exclude):
-                ids.update(dict.fromkeys(hits.ids))
+                ids.update(dict.fromkeys(i for i in hits.ids if space.ranks(i)))
                 if len(hits) < c:
                     store_exhausted = True  # every allowed book is among these hits
                 elif hits.scores[-1] > dense_bound:
@@ -103,7 +120,7 @@ def top_candidates(
         memory_exhausted = False
         for masked, is_alt in terms:
             rows, values = top_k(masked, c)
-            ids.update(dict.fromkeys(store.ids[r] for r in rows.tolist()))
+            ids.update(dict.fromkeys(space.ids[r] for r in rows.tolist()))
             if rows.shape[0] < c:
                 memory_exhausted = True  # every allowed book is among these
             elif is_alt:

@@ -19,7 +19,7 @@ from .book import KNOWN_FIELDS, Book
 from .catalog import Catalog
 from .errors import CatalogError
 
-__all__ = ["load_catalog"]
+__all__ = ["book_from_record", "load_catalog", "parse_catalog"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def load_catalog(path: str | Path, *, format: str | None = None) -> Catalog:
         raise CatalogError("no such file", path=name) from None
     except OSError as exc:
         raise CatalogError(f"cannot read: {exc.strerror or exc}", path=name) from exc
+    return parse_catalog(data, name, kind)
+
+
+def parse_catalog(data: bytes, name: str, format: str = "jsonl") -> Catalog:
+    """A catalog from the bytes of a JSONL or CSV file (``name`` is shown in errors), checked
+    as :func:`load_catalog` checks a file."""
+    kind = format.lower()
     if kind in ("jsonl", "ndjson", "json"):
         records = _read_jsonl(data, name)
     elif kind == "csv":
@@ -54,7 +61,7 @@ def load_catalog(path: str | Path, *, format: str | None = None) -> Catalog:
     lines: list[int] = []
     no_summary: list[tuple[int, str]] = []
     for line, record in records:
-        book = _make_book(record, name, line)
+        book = book_from_record(record, name, line)
         lines.append(line)
         if not book.summary.strip():
             no_summary.append((line, book.id))
@@ -204,7 +211,10 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _make_book(record: dict[str, Any], name: str, line: int) -> Book:
+def book_from_record(record: dict[str, Any], name: str = "book", line: int | None = None) -> Book:
+    """A :class:`Book` from one catalog record, checked as a catalog line is (``CatalogError``
+    naming ``name`` and ``line``)."""
+
     def fail(message: str) -> CatalogError:
         return CatalogError(message, path=name, line=line)
 

@@ -3,65 +3,196 @@
 Search is exact: one BLAS pass over the float32 matrix per query (``M @ q``), or one pass per
 block of rows for a batch (``Q @ M.T``), then a row mask for the filters and a top-k selection
 that never sorts the whole matrix. Filters are evaluated on the catalog's metadata columns.
-Updates write a complete new generation of the index (atomic, as a build does) when the index
-lives on disk.
+
+Updates of single books write a complete new generation of the index (atomic, as a build does)
+when the index lives on disk, under the directory's lock, on top of the newest generation, so
+that processes sharing the directory never lose each other's updates. The books upserted or
+deleted that way are kept in the generation's ``live.json`` until the next build from a catalog
+file, which makes the index match that file again. :meth:`NumpyStore.refresh` follows a
+directory that another process updated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import ModelIdentity, normalize
+from bookrec.client import ModelIdentity, PromptFormats, normalize
 
 from .book import Book
 from .catalog import Catalog
-from .errors import UnknownBookError
+from .catalog_files import book_from_record
+from .errors import CatalogError, CorruptIndexError, UnknownBookError
 from .filters import FilterColumns, Filters
 from .index import VectorIndex
+from .index.files import build_lock
+from .index.manifest import MANIFEST_NAME
 from .ranking import search, search_batch
 from .store import Hits, checked_upsert
 
 __all__ = ["NumpyStore"]
 
+#: The file of a generation that holds the books updated one by one since the last build.
+LIVE_FILE = "live.json"
+#: Seconds an update waits for another process's update of the same directory.
+LOCK_WAIT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """Books upserted one by one (their records) and ids deleted one by one since the build."""
+
+    books: Mapping[str, Book] = field(default_factory=dict)
+    deleted: frozenset[str] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "books": [b.to_dict() for b in self.books.values()],
+            "deleted": sorted(self.deleted),
+        }
+
+    def put(self, books: Iterable[Book]) -> _Live:
+        out = dict(self.books)
+        out.update((b.id, b) for b in books)
+        return _Live(out, self.deleted - out.keys())
+
+    def drop(self, ids: Iterable[str]) -> _Live:
+        gone = frozenset(ids)
+        return _Live({i: b for i, b in self.books.items() if i not in gone}, self.deleted | gone)
+
+
+def _read_live(index: VectorIndex) -> _Live:
+    if index.path is None or index.manifest is None:
+        return _Live()
+    path = index.path / index.manifest.generation / LIVE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _Live()
+    except (OSError, ValueError) as exc:
+        raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+    try:
+        books = [book_from_record(r, str(path), n) for n, r in enumerate(data["books"], 1)]
+        deleted = frozenset(str(i) for i in data["deleted"])
+    except (KeyError, TypeError, CatalogError) as exc:
+        raise CorruptIndexError(f"{path} is not a valid list of live updates: {exc}") from exc
+    return _Live({b.id: b for b in books}, deleted)
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    """What changes when a new generation is published (the manifest is replaced)."""
+    if path is None:
+        return None
+    try:
+        st = (path / MANIFEST_NAME).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """One generation of the index with the metadata of its books (never modified)."""
+
+    index: VectorIndex
+    books: Mapping[str, Book]
+    columns: FilterColumns
+    live: _Live
+    stamp: tuple[int, int, int] | None
+
 
 class NumpyStore:
     """A :class:`VectorIndex` searched with the metadata of ``catalog``.
 
-    Rows whose id is not in the catalog are never returned.
+    Rows whose id is not in the catalog are never returned. Threads may share a store: each
+    call reads one generation, and :meth:`snapshot` pins one for a series of calls.
     """
 
     def __init__(self, index: VectorIndex, catalog: Catalog) -> None:
-        self._index = index
-        self._books: dict[str, Book] = {b.id: b for b in catalog}
-        self._columns = FilterColumns([self._books.get(i) for i in index.ids])
+        self._base = catalog
+        self._revision = 0
+        self._state = self._make_state(index, _read_live(index))
+
+    def _make_state(self, index: VectorIndex, live: _Live) -> _State:
+        books = {b.id: b for b in self._base if b.id not in live.deleted}
+        books.update(live.books)
+        columns = FilterColumns([books.get(i) for i in index.ids])
+        return _State(index, books, columns, live, _stamp(index.path))
+
+    def _set(self, state: _State) -> None:
+        self._state = state
+        self._revision += 1
 
     @property
     def index(self) -> VectorIndex:
-        return self._index
+        return self._state.index
 
     @property
     def identity(self) -> ModelIdentity:
-        return self._index.identity
+        return self._state.index.identity
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None:
+        manifest = self._state.index.manifest
+        return manifest.prompt_formats if manifest is not None else None
 
     @property
     def ids(self) -> Sequence[str]:
-        return self._index.ids
+        return self._state.index.ids
+
+    @property
+    def revision(self) -> int:
+        """Changes whenever the store moves to another generation (or updates in memory)."""
+        return self._revision
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._state.index)
 
     def __contains__(self, book_id: object) -> bool:
-        return book_id in self._index
+        return book_id in self._state.index
 
     def __repr__(self) -> str:
-        return f"NumpyStore({self._index!r})"
+        return f"NumpyStore({self._state.index!r})"
+
+    def catalog(self) -> Catalog:
+        """The catalog the store was opened with, with the books updated one by one since."""
+        state = self._state
+        live = state.live
+        books = [live.books.get(b.id, b) for b in self._base if b.id not in live.deleted]
+        known = {b.id for b in self._base}
+        books.extend(b for i, b in live.books.items() if i not in known)
+        return Catalog(books, source=self._base.source)
+
+    def snapshot(self) -> NumpyStore:
+        """A store fixed at the current generation: it never refreshes, updates stay apart."""
+        pinned = NumpyStore.__new__(NumpyStore)
+        pinned._base, pinned._revision, pinned._state = self._base, self._revision, self._state
+        return pinned
+
+    def refresh(self) -> bool:
+        """Move to the newest generation if another process published one; ``True`` if so."""
+        state = self._state
+        path = state.index.path
+        if path is None or _stamp(path) == state.stamp:
+            return False
+        index = VectorIndex.open(path)
+        manifest, old = index.manifest, state.index.manifest
+        if manifest is not None and old is not None and manifest.generation == old.generation:
+            self._state = _State(state.index, state.books, state.columns, state.live, _stamp(path))
+            return False
+        self._set(self._make_state(index, _read_live(index)))
+        return True
 
     def vectors(self, ids: Sequence[str]) -> NDArray[np.float32]:
-        rows = np.fromiter((self._index.row(i) for i in ids), dtype=np.intp, count=len(ids))
-        return np.asarray(self._index.vectors[rows], dtype=np.float32)
+        index = self._state.index
+        rows = np.fromiter((index.row(i) for i in ids), dtype=np.intp, count=len(ids))
+        return np.asarray(index.vectors[rows], dtype=np.float32)
 
     def search(
         self,
@@ -71,10 +202,12 @@ class NumpyStore:
         filters: Filters | None = None,
         exclude: Collection[str] = (),
     ) -> list[Hits]:
-        matrix = self._index.vectors
-        allowed = self._columns.mask(filters)
-        drop = [row for i in exclude if (row := self._index.get_row(i)) is not None]
-        ids = self._index.ids
+        state = self._state
+        index = state.index
+        matrix = index.vectors
+        allowed = state.columns.mask(filters)
+        drop = [row for i in exclude if (row := index.get_row(i)) is not None]
+        ids = index.ids
         if queries.shape[0] == 1:
             rows, scores = search(matrix, queries[0], k, allowed=allowed, exclude=drop)
             return [Hits(tuple(ids[r] for r in rows.tolist()), scores)]
@@ -90,42 +223,70 @@ class NumpyStore:
     def upsert(
         self, books: Sequence[Book], vectors: NDArray[np.floating], hashes: Sequence[str]
     ) -> None:
-        vecs = checked_upsert(books, vectors, hashes, self._index.dimensions)
-        new = {b.id: n for n, b in enumerate(books)}
-        keep = [r for r, i in enumerate(self._index.ids) if i not in new]
-        self._books.update((b.id, b) for b in books)
-        self._replace(
-            [self._index.ids[r] for r in keep] + [b.id for b in books],
-            np.concatenate([np.asarray(self._index.vectors[keep], dtype=np.float32), vecs]),
-            [self._hash(r) for r in keep] + list(hashes),
-        )
+        vecs = checked_upsert(books, vectors, hashes, self._state.index.dimensions)
+
+        def change(index: VectorIndex, live: _Live) -> tuple[VectorIndex, _Live]:
+            new = {b.id for b in books}
+            keep = [r for r, i in enumerate(index.ids) if i not in new]
+            return _rows(
+                index,
+                [index.ids[r] for r in keep] + [b.id for b in books],
+                np.concatenate([np.asarray(index.vectors[keep], dtype=np.float32), vecs]),
+                [_hash(index, r) for r in keep] + list(hashes),
+            ), live.put(books)
+
+        self._update(change)
 
     def delete(self, ids: Sequence[str]) -> None:
         gone = set(ids)
-        keep = [r for r, i in enumerate(self._index.ids) if i not in gone]
-        if len(keep) == len(self._index):
+
+        def change(index: VectorIndex, live: _Live) -> tuple[VectorIndex, _Live]:
+            keep = [r for r, i in enumerate(index.ids) if i not in gone]
+            known = gone & ({b.id for b in self._base} | set(index.ids) | live.books.keys())
+            if len(keep) == len(index):
+                return index, live.drop(known)
+            if not keep:
+                raise UnknownBookError(sorted(gone), "a store cannot delete its last book")
+            return _rows(
+                index,
+                [index.ids[r] for r in keep],
+                np.asarray(index.vectors[keep], dtype=np.float32),
+                [_hash(index, r) for r in keep],
+            ), live.drop(known)
+
+        self._update(change)
+
+    def _update(self, change: Any) -> None:
+        """Apply ``change(index, live)`` to the newest generation and publish the result."""
+        state = self._state
+        path = state.index.path
+        if path is None:
+            index, live = change(state.index, state.live)
+            if index is not state.index or live != state.live:
+                self._set(self._make_state(index, live))
             return
-        if not keep:
-            raise UnknownBookError(sorted(gone), "a store cannot delete its last book")
-        self._replace(
-            [self._index.ids[r] for r in keep],
-            np.asarray(self._index.vectors[keep], dtype=np.float32),
-            [self._hash(r) for r in keep],
-        )
+        with build_lock(path, wait=LOCK_WAIT):
+            latest = VectorIndex.open(path)
+            old_live = _read_live(latest)
+            index, live = change(latest, old_live)
+            if index is latest and live == old_live:
+                if latest.manifest != state.index.manifest:
+                    self._set(self._make_state(latest, live))
+                return
+            manifest = latest.manifest
+            dtype = manifest.dtype if manifest is not None else None
+            saved = index.publish_locked(path, dtype=dtype, extra={LIVE_FILE: live.to_json()})
+        self._set(self._make_state(saved, live))
 
-    def _hash(self, row: int) -> str:
-        hashes = self._index.hashes
-        return hashes[row] if hashes is not None else ""
 
-    def _replace(self, ids: list[str], vectors: NDArray[np.float32], hashes: list[str]) -> None:
-        old = self._index
-        # The manifest carries the prompt formats into the new generation, so that the next
-        # incremental build still reuses these vectors.
-        index = VectorIndex(
-            ids, normalize(vectors), old.identity, hashes=hashes, manifest=old.manifest
-        )
-        if old.path is not None:
-            dtype = old.manifest.dtype if old.manifest is not None else None
-            index = index.save(old.path, dtype=dtype)
-        self._index = index
-        self._columns = FilterColumns([self._books.get(i) for i in index.ids])
+def _hash(index: VectorIndex, row: int) -> str:
+    hashes = index.hashes
+    return hashes[row] if hashes is not None else ""
+
+
+def _rows(
+    old: VectorIndex, ids: list[str], vectors: NDArray[np.float32], hashes: list[str]
+) -> VectorIndex:
+    # The manifest carries the prompt formats into the new generation, so that the next
+    # incremental build still reuses these vectors.
+    return VectorIndex(ids, normalize(vectors), old.identity, hashes=hashes, manifest=old.manifest)

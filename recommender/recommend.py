@@ -10,11 +10,17 @@ When free text cannot be embedded because every endpoint is down
 (:class:`bookrec.client.EmbeddingUnavailable`), the text is matched with TF-IDF over the same
 book texts instead, a warning is logged and the results are marked ``degraded``. "More like
 this" and recommendations from reading history use stored vectors only and are never degraded.
+
+The recommender follows its store: each query first asks the store whether any process changed
+it (one stat of a file, or one short SQL query) and, if so, rebuilds its view of the books.
+:meth:`Recommender.put_books` and :meth:`Recommender.delete_books` change the store, so the
+next query anywhere sees the change.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +40,7 @@ from .filters import Filters
 from .hybrid import HybridScoring
 from .index import VectorIndex, check_compatible
 from .lexical import LexicalScorer
+from .live import embed_books
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
 from .store import VectorStore
@@ -65,6 +72,7 @@ class Recommendation:
             "id": book.id,
             "title": book.title,
             "authors": list(book.authors),
+            "summary": book.summary,
             "year": book.year,
             "language": book.language,
             "tags": list(book.tags),
@@ -104,21 +112,22 @@ class Recommender:
         instruction: str | None = None,
         hybrid: HybridScoring | None = None,
         weights: ProfileWeights | None = None,
+        follow: bool = True,
     ) -> None:
-        self.catalog = catalog
-        self.store: VectorStore = (
-            NumpyStore(store, catalog) if isinstance(store, VectorIndex) else store
-        )
+        if isinstance(store, VectorIndex):
+            store = NumpyStore(store, catalog)
+            catalog = store.catalog()  # with the books updated one by one since the build
+        self.store: VectorStore = store
         self.embedder = embedder
         self.instruction = instruction
         self.hybrid = hybrid
         self.weights = weights or ProfileWeights()
+        self.follow = follow
         if embedder is not None:
             check_compatible(self.store.identity, embedder, where=self._where)
-        self._books: list[Book | None] = [catalog.get(i) for i in self.store.ids]
-        self._space = RowSpace(self.store, self._books)
-        self._group_cache: dict[str, list[tuple[str, Hashable]]] = {}
-        missing = sum(1 for b in catalog if b.id not in self.store)
+        self._lock = threading.Lock()
+        self._view = _View(catalog, self.store.snapshot(), self.store.revision)
+        missing = sum(1 for b in catalog if b.id not in self._view.row_of)
         if missing:
             logger.warning(
                 "%d of %d catalog books have no vector yet and cannot be recommended; "
@@ -126,6 +135,51 @@ class Recommender:
                 missing,
                 len(catalog),
             )
+
+    @property
+    def catalog(self) -> Catalog:
+        """The books as of the last query (the store's catalog once it changed)."""
+        return self._view.catalog
+
+    def refresh(self) -> bool:
+        """Follow the store (see the module docstring); ``True`` when the view was rebuilt.
+        Queries call it first unless ``follow=False``."""
+        self.store.refresh()
+        return self._sync()
+
+    def _sync(self) -> bool:
+        if self.store.revision == self._view.revision:
+            return False
+        with self._lock:
+            revision = self.store.revision
+            if revision == self._view.revision:
+                return False
+            pinned = self.store.snapshot()
+            self._view = _View(pinned.catalog(), pinned, revision)
+        return True
+
+    def _current(self) -> _View:
+        if self.follow:
+            self.refresh()
+        return self._view
+
+    # -- live updates ---------------------------------------------------------------------------
+
+    def put_books(self, books: Sequence[Book]) -> None:
+        """Embed ``books`` and add them to the store, replacing books with the same ids, in one
+        write; the next query (in any process following the store) sees them."""
+        if not books:
+            return
+        if self.embedder is None:
+            raise ValueError("adding books needs an embedder")
+        vectors, hashes = embed_books(self.store, books, self.embedder)
+        self.store.upsert(books, vectors, hashes)
+        self._sync()
+
+    def delete_books(self, ids: Sequence[str]) -> None:
+        """Remove books from the store (unknown ids are ignored)."""
+        self.store.delete(ids)
+        self._sync()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -135,14 +189,16 @@ class Recommender:
         """Books most like ``book_id`` (its stored vector; no embedding call), excluding the
         book itself and other editions of the same work."""
         _check_k(k)
-        book = self.catalog.book(book_id)
-        scorer = Scorer(self.store.vectors([book_id]))
+        view = self._current()
+        (book,) = view.books_of([book_id])
+        scorer = Scorer(view.store.vectors([book_id]))
         reason = f"similar to {book.title}"
         return self._select(
+            view,
             scorer,
             k,
             Filters.parse(**filters),
-            self._editions_of([book]),
+            view.editions_of([book]),
             diversity,
             lambda ids, _vectors: [reason] * len(ids),
             degraded=False,
@@ -156,10 +212,12 @@ class Recommender:
         if not text.strip():
             raise ValueError("the search text is empty")
         parsed = Filters.parse(**filters)
+        view = self._current()
         vectors = self._embed_queries([text])
-        scorer = Scorer(add=self._lexical.scores(text)) if vectors is None else Scorer(vectors)
+        scorer = Scorer(add=view.lexical.scores(text)) if vectors is None else Scorer(vectors)
         reason = f"matches {_quote(text)}"
         return self._select(
+            view,
             scorer,
             k,
             parsed,
@@ -203,18 +261,20 @@ class Recommender:
         ):
             if isinstance(value, str):
                 raise TypeError(f"{name} must be a list, not a string")
+        view = self._current()
+        store = view.store
         prefs = [p for p in preferences if p.strip()]
-        liked_books = self._books_of(liked)
+        liked_books = view.books_of(liked)
         liked_ids = {b.id for b in liked_books}
-        history_books = [b for b in self._books_of(history) if b.id not in liked_ids]
-        disliked_books = self._books_of(disliked)
+        history_books = [b for b in view.books_of(history) if b.id not in liked_ids]
+        disliked_books = view.books_of(disliked)
         if not (liked_books or history_books or prefs):
             raise EmptyProfileError(
                 "nothing to recommend from: give reading history, liked books or preferences"
             )
         w = self.weights
         positives = liked_books + history_books
-        vectors = self.store.vectors([b.id for b in positives]) if positives else None
+        vectors = store.vectors([b.id for b in positives]) if positives else None
         signals = [
             Signal(
                 f"because you liked {b.title}"
@@ -232,24 +292,32 @@ class Recommender:
             for i, text in enumerate(prefs):
                 vec = None if pref_vectors is None else pref_vectors[i]
                 signals.append(Signal(f"matches {_quote(text)}", w.preference, vec, text))
-        negatives = self.store.vectors([b.id for b in disliked_books]) if disliked_books else None
-        scorer = profile_scorer(signals, negatives, strategy, w.disliked, self._lexical.scores)
+        negatives = store.vectors([b.id for b in disliked_books]) if disliked_books else None
+        scorer = profile_scorer(signals, negatives, strategy, w.disliked, view.lexical.scores)
         excluded = list(disliked_books)
         if exclude_read:
             excluded += positives
 
         def reasons(ids: list[str], chosen: NDArray[np.float32]) -> list[str]:
-            rows = self._space.rows(ids)
-            return strongest_signals(signals, chosen, rows, strategy, self._lexical.scores)
+            rows = view.space.rows(ids)
+            return strongest_signals(signals, chosen, rows, strategy, view.lexical.scores)
 
         return self._select(
-            scorer, k, parsed, self._editions_of(excluded), diversity, reasons, degraded=degraded
+            view,
+            scorer,
+            k,
+            parsed,
+            view.editions_of(excluded),
+            diversity,
+            reasons,
+            degraded=degraded,
         )
 
     # -- selection ----------------------------------------------------------------------------
 
     def _select(
         self,
+        view: _View,
         scorer: Scorer,
         k: int,
         filters: Filters,
@@ -264,27 +332,28 @@ class Recommender:
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
         if self.hybrid is not None:
-            scorer = scorer.with_bonus(self._bonus)
+            scorer = scorer.with_bonus(view.bonus(self.hybrid))
+        store = view.store
         pool = 3 * k + 10 if diversity == 0.0 else max(5 * k, 50)
         while True:
-            found = top_candidates(self._space, scorer, pool, filters=filters, exclude=exclude)
-            books = [self.catalog.book(i) for i in found.ids]
+            found = top_candidates(view.space, scorer, pool, filters=filters, exclude=exclude)
+            books = [view.catalog.book(i) for i in found.ids]
             vectors = found.vectors
             if diversity > 0 and vectors is None:
-                vectors = self.store.vectors(found.ids)
+                vectors = store.vectors(found.ids)
             picked = select_diverse(
                 found.scores,
                 k,
                 vectors=vectors,
                 diversity=diversity,
-                groups=[self._groups(b) for b in books],
+                groups=[view.groups(b) for b in books],
                 caps=filters.caps,
             )
             if len(picked) >= k or len(found.ids) < pool:
                 break
             pool *= 4
         chosen = [found.ids[i] for i in picked]
-        chosen_vectors = vectors[picked] if vectors is not None else self.store.vectors(chosen)
+        chosen_vectors = vectors[picked] if vectors is not None else store.vectors(chosen)
         texts = reasons(chosen, chosen_vectors)
         return [
             Recommendation(books[i], float(found.scores[i]), reason, degraded)
@@ -320,27 +389,44 @@ class Recommender:
             )
         return normalize(vecs)
 
-    @cached_property
-    def _lexical(self) -> LexicalScorer:
-        return LexicalScorer([book_text(b) if b is not None else "" for b in self._books])
-
-    @cached_property
-    def _bonus(self) -> NDArray[np.float32]:
-        return (self.hybrid or HybridScoring()).bonus(self._books)
-
     @property
     def _where(self) -> str:
         path = getattr(getattr(self.store, "index", None), "path", None)
         return str(path) if path is not None else "the index"
 
-    # -- books and editions -------------------------------------------------------------------
 
-    def _books_of(self, ids: Iterable[str]) -> list[Book]:
+class _View:
+    """The recommender's picture of its store at one revision: the catalog, the store pinned
+    there, each row's book, the editions of each work and the keyword index (built when first
+    needed). Never modified once queries use it, so threads share it."""
+
+    def __init__(self, catalog: Catalog, store: VectorStore, revision: Hashable) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.revision = revision
+        self.ids: tuple[str, ...] = tuple(store.ids)
+        self.row_of = {book_id: row for row, book_id in enumerate(self.ids)}
+        self.books: list[Book | None] = [catalog.get(i) for i in self.ids]
+        self.space = RowSpace(store, self.books, self.ids, self.row_of)
+        self._group_cache: dict[str, list[tuple[str, Hashable]]] = {}
+        self._bonus: dict[HybridScoring, NDArray[np.float32]] = {}
+
+    @cached_property
+    def lexical(self) -> LexicalScorer:
+        return LexicalScorer([book_text(b) if b is not None else "" for b in self.books])
+
+    def bonus(self, hybrid: HybridScoring) -> NDArray[np.float32]:
+        found = self._bonus.get(hybrid)
+        if found is None:
+            found = self._bonus[hybrid] = hybrid.bonus(self.books)
+        return found
+
+    def books_of(self, ids: Iterable[str]) -> list[Book]:
         seen: dict[str, None] = dict.fromkeys(ids)
         unknown = [i for i in seen if i not in self.catalog]
         if unknown:
             raise UnknownBookError(unknown)
-        no_vector = [i for i in seen if i not in self.store]
+        no_vector = [i for i in seen if i not in self.row_of]
         if no_vector:
             raise UnknownBookError(
                 no_vector,
@@ -348,15 +434,15 @@ class Recommender:
             )
         return [self.catalog.book(i) for i in seen]
 
-    def _editions_of(self, books: Iterable[Book]) -> frozenset[str]:
+    def editions_of(self, books: Iterable[Book]) -> frozenset[str]:
         """The ids of ``books`` and of every other edition of the same works."""
         out: set[str] = set()
         for book in books:
             out.add(book.id)
-            out.update(self._work_ids.get(book.work_key, ()))
+            out.update(self.work_ids.get(book.work_key, ()))
         return frozenset(out)
 
-    def _groups(self, book: Book) -> list[tuple[str, Hashable]]:
+    def groups(self, book: Book) -> list[tuple[str, Hashable]]:
         """The work, authors and series a book counts against in the caps (kept per book:
         normalising names costs more than the rest of a query's selection)."""
         groups = self._group_cache.get(book.id)
@@ -369,9 +455,9 @@ class Recommender:
         return groups
 
     @cached_property
-    def _work_ids(self) -> dict[str, list[str]]:
+    def work_ids(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for book in self._books:
+        for book in self.books:
             if book is not None:
                 out.setdefault(book.work_key, []).append(book.id)
         return out

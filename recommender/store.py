@@ -1,23 +1,25 @@
 """The interface through which the recommender reaches the book vectors, wherever they live.
 
 The recommender ranks through :class:`VectorStore` only: top-k for one or many query vectors
-with filters and exclusions, vectors by id, upsert, delete and the model identity. The
+with filters and exclusions, vectors by id, upsert, delete, the model identity, the catalog the
+store holds, and a revision that tells when another process changed it. The
 memory-mapped numpy index (:class:`~bookrec.recommender.NumpyStore`) is the embedded default;
 a database store implements the same protocol, and the recommender's tests run against each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import ModelIdentity
+from bookrec.client import ModelIdentity, PromptFormats
 
 from .book import Book
+from .catalog import Catalog
 from .filters import Filters
 
 __all__ = ["Hits", "VectorStore", "checked_upsert"]
@@ -42,13 +44,38 @@ class VectorStore(Protocol):
     equal scores (earlier first). A book whose metadata fails ``filters``, that is listed in
     ``exclude`` or that the store holds no metadata for is never returned, so fewer than ``k``
     hits can come back.
+
+    Stores that several processes share follow each other: ``refresh()`` moves to what another
+    process wrote (a cheap check when nothing changed), and ``revision`` changes whenever the
+    store moved, by ``refresh()`` or by its own writes.
     """
 
     @property
     def identity(self) -> ModelIdentity: ...
 
     @property
+    def prompt_formats(self) -> PromptFormats | None:
+        """The prompt formats the vectors were made with (``None``: not recorded)."""
+        ...
+
+    @property
     def ids(self) -> Sequence[str]: ...
+
+    @property
+    def revision(self) -> Hashable: ...
+
+    def refresh(self) -> bool:
+        """Follow other processes' writes; ``True`` when the store changed."""
+        ...
+
+    def catalog(self) -> Catalog:
+        """The books the store holds metadata for (the stored catalog)."""
+        ...
+
+    def snapshot(self) -> VectorStore:
+        """A store whose ``ids`` and reads stay at the current revision, as far as the store
+        can promise (a database store is live and returns itself)."""
+        ...
 
     def __len__(self) -> int: ...
 

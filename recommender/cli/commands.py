@@ -143,7 +143,7 @@ def _recommender(
         index = open_index(Path(args.index))
         yield recommender.Recommender(catalog, index, embedder=embedder)
         return
-    with stores.open_store(dsn) as store:
+    with stores.open_store(dsn, getattr(args, "replicas", None) or ()) as store:
         books = (
             load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(store)
         )
@@ -236,6 +236,45 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     return _results_out(args, out, f"Books matching “{text}”", {"text": text, "k": args.k}, results)
 
 
+def _books_to_put(source: str) -> recommender.Catalog:
+    if source != "-":
+        return load_catalog(Path(source))
+    from bookrec.recommender.catalog_files import parse_catalog
+
+    return parse_catalog(sys.stdin.buffer.read(), "<stdin>")
+
+
+def cmd_put(args: argparse.Namespace, out: TextIO) -> int:
+    books = _books_to_put(args.file).books
+    with open_client(args) as embedder, _recommender(args, embedder) as rec:
+        replaced = [b.id for b in books if b.id in rec.catalog]
+        rec.put_books(books)
+    added = [b.id for b in books if b.id not in set(replaced)]
+    if args.json:
+        _print_json({"added": added, "replaced": replaced}, out)
+    else:
+        for verb, ids in (("Added", added), ("Replaced", replaced)):
+            if ids:
+                print(f"{verb} {len(ids)}: {', '.join(ids)}", file=out)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
+    wanted = list(dict.fromkeys(args.book_ids))
+    with _recommender(args) as rec:
+        known = [i for i in wanted if i in rec.store]
+        rec.delete_books(known)
+    unknown = [i for i in wanted if i not in known]
+    if args.json:
+        _print_json({"deleted": known, "unknown": unknown}, out)
+    else:
+        if known:
+            print(f"Deleted {len(known)}: {', '.join(known)}", file=out)
+        if unknown:
+            print(f"Not in the index (ignored): {', '.join(unknown)}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
     texts: list[str] = list(args.texts)
     if args.stdin or texts == ["-"]:
@@ -280,6 +319,8 @@ COMMANDS: dict[str, Command] = {
     "similar": cmd_similar,
     "recommend": cmd_recommend,
     "search": cmd_search,
+    "put": cmd_put,
+    "delete": cmd_delete,
     "embed": cmd_embed,
     "demo": cmd_demo,
 }

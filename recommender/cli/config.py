@@ -10,11 +10,20 @@ from typing import Any
 from bookrec.client import ClientConfig, EmbeddingClient, Endpoint
 from bookrec.recommender import Filters
 
-__all__ = ["API_KEY_ENV", "STORE_ENV", "client_config", "filters_from_args", "open_client"]
+__all__ = [
+    "API_KEY_ENV",
+    "REPLICAS_ENV",
+    "STORE_ENV",
+    "client_config",
+    "filters_from_args",
+    "open_client",
+]
 
 API_KEY_ENV = "BOOKREC_API_KEY"
 #: The PostgreSQL store's connection string, the default of ``--store``.
 STORE_ENV = "BOOKREC_STORE"
+#: Streaming replicas of the store to read from, comma-separated (the default of ``--replica``).
+REPLICAS_ENV = "BOOKREC_REPLICAS"
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from ..index.build import DEFAULT_CHUNK_SIZE
-from .config import API_KEY_ENV, STORE_ENV
+from .config import API_KEY_ENV, REPLICAS_ENV, STORE_ENV
 from .errors import EXIT_USAGE
 
 __all__ = ["DEFAULT_INDEX_DIR", "build_parser", "sample_catalog_path"]
@@ -139,7 +139,21 @@ def _catalog_options(*, index_default: str = DEFAULT_INDEX_DIR) -> _Parser:
         f"(default: ${STORE_ENV}; give the password through ${STORE_ENV}, PGPASSWORD or "
         "~/.pgpass: a command line is visible to other local users; never printed)",
     )
+    cat.add_argument(
+        "--replica",
+        dest="replicas",
+        action="append",
+        metavar="DSN",
+        default=_env_list(REPLICAS_ENV),
+        help="a streaming replica of --store to read from (repeatable, in order of "
+        f"preference; default: ${REPLICAS_ENV}, comma-separated); one that is down or lags "
+        "is skipped, writes go to --store",
+    )
     return cat
+
+
+def _env_list(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
 
 def _ranking_options() -> _Parser:
@@ -304,6 +318,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="books matching a free-text description",
     )
     p.add_argument("text", nargs="+", metavar="TEXT", help="what to look for")
+
+    p = sub.add_parser(
+        "put",
+        parents=[*common, catalog, endpoint],
+        help="add or replace books, embedded and indexed at once",
+        description="Add books to the index (or --store), or replace the books with the same "
+        "ids: each is embedded and committed at once, and the next query of any process "
+        "sees it. The books stay until the next `bookrec index` from a catalog file, which "
+        "makes the index match that file: add them to the file too.",
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="the books, as catalog records (.jsonl, one JSON object per line, or .csv); "
+        "'-' reads JSONL from stdin",
+    )
+
+    p = sub.add_parser(
+        "delete",
+        parents=[*common, catalog],
+        help="remove books from the index at once",
+        description="Remove books from the index (or --store) at once; unknown ids are "
+        "reported and ignored. As with put, the next `bookrec index` from a catalog file "
+        "brings back the books that file holds.",
+    )
+    p.add_argument("book_ids", nargs="+", metavar="BOOK_ID", help="ids of the books to remove")
 
     p = sub.add_parser(
         "db",

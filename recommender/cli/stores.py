@@ -8,6 +8,7 @@ never reaches the output, a log or an error message.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bookrec import recommender
@@ -58,11 +59,12 @@ def _pgstore() -> Any:
     return pgstore
 
 
-def open_store(dsn: str) -> PostgresStore:
-    """The default index of the database at ``dsn``, opened for queries."""
+def open_store(dsn: str, replicas: Sequence[str] = ()) -> PostgresStore:
+    """The default index of the database at ``dsn``, opened for queries (read from the first
+    usable one of ``replicas``, if any)."""
     pgstore = _pgstore()
     try:
-        store: PostgresStore = pgstore.PostgresStore.open(dsn)
+        store: PostgresStore = pgstore.PostgresStore.open(dsn, replicas=replicas)
     except recommender.IndexNotFoundError:
         raise CliError(
             f"no index in the database at {shown(dsn)}; build it first with: "

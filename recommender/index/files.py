@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,20 +54,29 @@ def replace_json(path: Path, payload: Any) -> None:
 
 
 @contextlib.contextmanager
-def build_lock(directory: Path) -> Iterator[None]:
-    """Exclusive, non-blocking lock on the index directory for the duration of a build."""
+def build_lock(directory: Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Exclusive lock on the index directory for the duration of a build or an update.
+
+    Without ``wait`` a held lock fails at once; with it, the lock is waited for up to ``wait``
+    seconds (updates of a few books wait for each other, a build does not wait for a build).
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no advisory locks, builds must not overlap
         yield
         return
+    deadline = time.monotonic() + wait
     with (directory / ".lock").open("a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RecommenderError(
-                f"another build is already running on the index at {directory}"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RecommenderError(
+                        f"another build is already running on the index at {directory}"
+                    ) from None
+                time.sleep(0.02)
         try:
             yield
         finally:

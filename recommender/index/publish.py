@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,11 @@ def publish(
     *,
     ids: Sequence[str],
     hashes: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a complete generation, make it the live one, then remove every other one.
+
+    ``extra`` maps more file names of the generation to their JSON content.
 
     Layout of an index directory::
 
@@ -78,6 +81,7 @@ def publish(
             vectors.npy          (n, d) float32 (or float16), C order, memory-mappable
             ids.json             book ids, row order
             hashes.json          content hash of each row's book text
+            live.json            books upserted or deleted one by one since the last build
           staging/               chunks embedded by a build that has not finished (resume)
           .lock                  held while a build runs
 
@@ -101,6 +105,8 @@ def publish(
         files.fsync(tmp / "vectors.npy")
         files.write_json(tmp / "ids.json", list(ids))
         files.write_json(tmp / "hashes.json", list(hashes))
+        for name, payload in (extra or {}).items():
+            files.write_json(tmp / name, payload)
         files.fsync(tmp)
         tmp.rename(directory / manifest.generation)
     except BaseException:

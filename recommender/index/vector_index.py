@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,33 +204,44 @@ class VectorIndex:
         Rows without a known content hash get an empty one, so a later :func:`build_index`
         re-embeds them.
         """
-        kind = dtype or str(self._vectors.dtype)
-        if kind not in ("float32", "float16"):
-            raise ValueError(f"dtype must be 'float32' or 'float16', not {kind!r}")
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         with build_lock(directory):
-            previous: IndexManifest | None
-            try:
-                previous = read_manifest(directory)
-            except (IndexNotFoundError, CorruptIndexError):
-                previous = None
-            manifest = next_manifest(
-                directory,
-                previous,
-                identity=self._identity,
-                count=len(self._ids),
-                dtype=kind,
-                formats=self._manifest.prompt_formats if self._manifest else None,
-            )
-            source = self._vectors
+            return self.publish_locked(directory, dtype=dtype)
 
-            def fill(out: NDArray[Any]) -> None:
-                for a in range(0, len(self._ids), BLOCK_ROWS):
-                    out[a : a + BLOCK_ROWS] = source[a : a + BLOCK_ROWS]
+    def publish_locked(
+        self,
+        directory: Path,
+        *,
+        dtype: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> VectorIndex:
+        """:meth:`save` for a caller that holds the directory's ``build_lock``; ``extra`` maps
+        more file names of the generation to their JSON content."""
+        kind = dtype or str(self._vectors.dtype)
+        if kind not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', not {kind!r}")
+        previous: IndexManifest | None
+        try:
+            previous = read_manifest(directory)
+        except (IndexNotFoundError, CorruptIndexError):
+            previous = None
+        manifest = next_manifest(
+            directory,
+            previous,
+            identity=self._identity,
+            count=len(self._ids),
+            dtype=kind,
+            formats=self._manifest.prompt_formats if self._manifest else None,
+        )
+        source = self._vectors
 
-            hashes = self.hashes or ("",) * len(self._ids)
-            publish(directory, manifest, fill, ids=self._ids, hashes=hashes)
+        def fill(out: NDArray[Any]) -> None:
+            for a in range(0, len(self._ids), BLOCK_ROWS):
+                out[a : a + BLOCK_ROWS] = source[a : a + BLOCK_ROWS]
+
+        hashes = self.hashes or ("",) * len(self._ids)
+        publish(directory, manifest, fill, ids=self._ids, hashes=hashes, extra=extra)
         return VectorIndex.open(directory)
 
     def check_compatible(self, embedder: Embedder) -> None:

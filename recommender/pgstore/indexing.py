@@ -171,7 +171,7 @@ class _Build:
             check_compatible(store.identity, self.embedder, where=self.where)
             formats = self.embedder.prompt_formats
             document = formats.document if formats is not None else None
-            if store.text_version != BOOK_TEXT_VERSION or store.prompt_formats[0] != document:
+            if store.text_version != BOOK_TEXT_VERSION or store.formats[0] != document:
                 raise IndexMismatchError(
                     f"the index at {self.where} was built from another book text version or "
                     "document prompt; its vectors cannot be reused. Index into another index "

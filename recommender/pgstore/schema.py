@@ -4,7 +4,10 @@
 catalog fields, unknown fields as JSON, plus the normalised names that filters match),
 ``vector_indexes`` (one row per index: model identity, text version, prompt formats, storage
 type). Each index keeps its vectors in a table of its own, made by :func:`create_vector_table`.
-A database whose schema is newer than this code is refused, never downgraded.
+Migration 2 adds ``bookrec_revision``, a counter that every transaction writing books or vectors
+increments once (statement triggers), so that a process sees in one cheap read whether another
+one changed the store. A database whose schema is newer than this code is refused, never
+downgraded.
 """
 
 from __future__ import annotations
@@ -68,8 +71,39 @@ CREATE TABLE vector_indexes (
 );
 """
 
+# The counter is bumped once per transaction: the function marks the transaction in a
+# transaction-local setting, so a chunk of a thousand rows costs one update of the counter row.
+_MIGRATION_2 = """
+CREATE TABLE bookrec_revision (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    value bigint NOT NULL
+);
+INSERT INTO bookrec_revision (value) VALUES (1);
+CREATE FUNCTION bookrec_bump_revision() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('bookrec.revised', true) IS DISTINCT FROM txid_current()::text THEN
+        PERFORM set_config('bookrec.revised', txid_current()::text, true);
+        UPDATE bookrec_revision SET value = value + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER bookrec_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON books
+    FOR EACH STATEMENT EXECUTE FUNCTION bookrec_bump_revision();
+DO $$
+DECLARE t text;
+BEGIN
+    FOR t IN SELECT vector_table FROM vector_indexes LOOP
+        EXECUTE format(
+            'CREATE TRIGGER bookrec_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION bookrec_bump_revision()', t);
+    END LOOP;
+END
+$$;
+"""
+
 #: The migrations in order: migration ``n`` is ``MIGRATIONS[n - 1]``.
-MIGRATIONS: tuple[str, ...] = (_MIGRATION_1,)
+MIGRATIONS: tuple[str, ...] = (_MIGRATION_1, _MIGRATION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = """
@@ -169,4 +203,10 @@ def create_vector_table(
             kind=sql.SQL(storage),
             dims=sql.Literal(int(dimensions)),
         )
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER bookrec_revision AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION bookrec_bump_revision()"
+        ).format(sql.Identifier(table))
     )

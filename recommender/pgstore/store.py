@@ -7,13 +7,21 @@ Filters run in SQL on the normalised names stored next to each book, with bound 
 only. Search is exact (a sequential scan) until :meth:`PostgresStore.create_hnsw` builds an HNSW
 index; HNSW queries use pgvector's iterative scans so that a selective filter still returns
 ``k`` rows. Every write is one transaction.
+
+Reads may go to a streaming replica (``replicas=`` of :meth:`PostgresStore.open`, chosen by
+:class:`.replicas.ReadRouting`), writes always go to the primary. After its own write the store
+reads from the primary until the replica has replayed that write, and a replica that fails is
+dropped for the primary, so a store never reads older data than it wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -21,7 +29,7 @@ from numpy.typing import NDArray
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bookrec.client import ModelIdentity, normalize
+from bookrec.client import ModelIdentity, PromptFormats, normalize
 
 from ..book import Book, normalize_name
 from ..catalog import Catalog
@@ -30,9 +38,17 @@ from ..filters import Filters
 from ..store import Hits, checked_upsert
 from ..text import BOOK_TEXT_VERSION
 from .dsn import mask_dsn
+from .replicas import DEFAULT_MAX_LAG_BYTES, ReadRouting
 from .schema import check_schema, create_vector_table, migrate, vector_table_name
 
 __all__ = ["PostgresStore"]
+
+logger = logging.getLogger(__name__)
+
+#: How often a store reading from replicas checks again which replica to use.
+REROUTE_SECONDS = 30.0
+
+_T = TypeVar("_T")
 
 _BOOK_COLUMNS = (
     "id, title, authors, summary, tags, language, year, rating, popularity, series, extra, "
@@ -109,11 +125,13 @@ def _where(filters: Filters | None, exclude: Collection[str]) -> tuple[sql.Compo
 class PostgresStore:
     """The vectors of one index in a PostgreSQL database, with the catalog in ``books``.
 
-    Open an existing index with :meth:`open`, make one with :meth:`create`. The store holds one
-    connection (``close()`` it, or use ``with``). Searches, ``len()``, ``in`` and ``vectors()``
-    read the database each time, so they see other connections' commits at once; ``ids`` is a
-    snapshot taken at open and after this store's own writes (``refresh()`` takes a new one).
-    Deleting a book removes its catalog row, hence its vectors in every index.
+    Open an existing index with :meth:`open`, make one with :meth:`create`. The store holds a
+    connection to the primary, and one to a replica when it reads from one (``close()`` it, or
+    use ``with``); threads may share it, their calls take turns. Searches, ``len()``, ``in``
+    and ``vectors()`` read the database each time, so they see other connections' commits at
+    once; ``ids`` is a snapshot taken at open and after this store's own writes, and
+    :meth:`refresh` takes a new one when any process changed the store. Deleting a book
+    removes its catalog row, hence its vectors in every index.
     """
 
     def __init__(
@@ -125,10 +143,20 @@ class PostgresStore:
         exact: bool | None = None,
         ef_search: int = 100,
         max_scan_tuples: int = 20_000,
+        routing: ReadRouting | None = None,
     ) -> None:
         self._conn = conn
         self._dsn = dsn
         self._name = index
+        self._lock = threading.RLock()
+        self._routing = routing
+        self._read_conn = conn
+        self._read_dsn = dsn
+        self._routed_at = 0.0
+        self._written_lsn: str | None = None
+        self._revision: int | None = None
+        if routing is not None and routing.replicas:
+            self._route()
         self.ef_search = ef_search
         self.max_scan_tuples = max_scan_tuples
         #: pgvector's iterative index scan: "strict_order" (default), "relaxed_order" or "off"
@@ -145,7 +173,8 @@ class PostgresStore:
         self._identity = ModelIdentity(str(model), int(dims))
         self.storage: str = storage
         self.text_version: str = text_version
-        self.prompt_formats = (doc, query, instruction)
+        #: The document format, query format and instruction the vectors were made with.
+        self.formats: tuple[str | None, str | None, str | None] = (doc, query, instruction)
         self._table_name: str = table
         self._table = sql.Identifier(table)
         self._cast = sql.SQL(storage)
@@ -173,15 +202,21 @@ class PostgresStore:
         *,
         exact: bool | None = None,
         ef_search: int = 100,
+        replicas: Sequence[str] = (),
+        max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
     ) -> PostgresStore:
         """Open the index ``index`` of the database at ``dsn`` (``IndexNotFoundError``).
 
         ``exact``: search by a sequential scan (``None``: exact unless an HNSW index exists).
+        ``replicas``: DSNs of streaming standbys of ``dsn`` to read from, in order of
+        preference; one that is down or lags by more than ``max_lag_bytes`` of write-ahead log
+        is skipped (checked at open, then every 30 s and whenever a read on it fails).
         """
         conn = cls._connect(dsn)
         try:
             check_schema(conn)
-            return cls(conn, dsn, index, exact=exact, ef_search=ef_search)
+            routing = ReadRouting(dsn, tuple(replicas), max_lag_bytes) if replicas else None
+            return cls(conn, dsn, index, exact=exact, ef_search=ef_search, routing=routing)
         except BaseException:
             conn.close()
             raise
@@ -224,6 +259,8 @@ class PostgresStore:
             raise
 
     def close(self) -> None:
+        if self._read_conn is not self._conn:
+            self._read_conn.close()
         self._conn.close()
 
     def __enter__(self) -> PostgresStore:
@@ -253,17 +290,50 @@ class PostgresStore:
         return mask_dsn(self._dsn)
 
     @property
+    def read_dsn(self) -> str:
+        """Where reads go now (the primary or a replica), with the password masked."""
+        return mask_dsn(self._read_dsn)
+
+    @property
     def identity(self) -> ModelIdentity:
         return self._identity
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None:
+        doc, query, instruction = self.formats
+        if doc is None or query is None or instruction is None:
+            return None
+        return PromptFormats(doc, query, instruction)
+
+    def snapshot(self) -> PostgresStore:
+        """The store itself: its reads are live (a recommender skips books it does not know
+        yet, and follows the store with :meth:`refresh`)."""
+        return self
 
     @property
     def ids(self) -> Sequence[str]:
         return self._ids
 
-    def refresh(self) -> None:
-        """Take a new snapshot of ``ids`` (every book with a vector, in row-position order)."""
-        rows = self._read(sql.SQL("SELECT book_id FROM {} ORDER BY position").format(self._table))
-        self._ids = tuple(r[0] for r in rows)
+    @property
+    def revision(self) -> int | None:
+        """The database's write counter when ``ids`` was last read."""
+        return self._revision
+
+    def refresh(self) -> bool:
+        """Read ``ids`` again if any process changed the store since they were read (one
+        short query when nothing changed); ``True`` when they were read again."""
+        with self._lock:
+            if self._routing is not None and time.monotonic() - self._routed_at > REROUTE_SECONDS:
+                self._route()
+            # The revision is read before the ids: a write committed in between shows up as a
+            # changed revision at the next refresh, never as a missed one.
+            revision = int(self._read("SELECT value FROM bookrec_revision")[0][0])
+            if revision == self._revision:
+                return False
+            query = sql.SQL("SELECT book_id FROM {} ORDER BY position").format(self._table)
+            self._ids = tuple(r[0] for r in self._read(query))
+            self._revision = revision
+            return True
 
     def __len__(self) -> int:
         rows = self._read(sql.SQL("SELECT count(*) FROM {}").format(self._table))
@@ -301,6 +371,16 @@ class PostgresStore:
             raise ValueError(
                 f"queries must be an (m, {self._identity.dimensions}) matrix, got {matrix.shape}"
             )
+        with self._lock:
+            return self._search(matrix, k, filters, exclude)
+
+    def _search(
+        self,
+        matrix: NDArray[np.float32],
+        k: int,
+        filters: Filters | None,
+        exclude: Collection[str],
+    ) -> list[Hits]:
         if k <= 0:
             return [Hits((), np.zeros(0, dtype=np.float32)) for _ in range(matrix.shape[0])]
         where, params = _where(filters, exclude)
@@ -317,15 +397,19 @@ class PostgresStore:
                 "SELECT book_id, distance FROM ({scan} ORDER BY {distance} LIMIT %s) AS top "
                 "ORDER BY distance, position"
             ).format(scan=scan, distance=distance)
-        # One query per query vector, sent together in pipeline mode: one round trip in all.
-        with self._conn.transaction(), self._conn.pipeline():
-            self._settings()
-            cursors = []
-            for row in matrix:
-                text = _vector_text(row)
-                args: list[Any] = [text, *params] if self._exact else [text, *params, text]
-                cursors.append(self._conn.execute(query, [*args, int(k)]))
-            results = [cursor.fetchall() for cursor in cursors]
+
+        def run(conn: psycopg.Connection[Any]) -> list[list[Any]]:
+            # One query per query vector, sent together in pipeline mode: one round trip.
+            with conn.transaction(), conn.pipeline():
+                self._settings(conn)
+                cursors = []
+                for row in matrix:
+                    text = _vector_text(row)
+                    args: list[Any] = [text, *params] if self._exact else [text, *params, text]
+                    cursors.append(conn.execute(query, [*args, int(k)]))
+                return [cursor.fetchall() for cursor in cursors]
+
+        results = self._on_reader(run)
         out = []
         for records in results:
             ids = tuple(r[0] for r in records)
@@ -346,20 +430,29 @@ class PostgresStore:
             "ON CONFLICT (book_id) DO UPDATE SET content_hash = EXCLUDED.content_hash, "
             "embedding = EXCLUDED.embedding, position = DEFAULT"
         ).format(table=self._table, cast=self._cast)
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.executemany(_UPSERT_BOOK, [_book_row(b) for b in books])
-            cur.executemany(
-                put_vector,
-                [(b.id, h, _vector_text(v)) for b, h, v in zip(books, hashes, vecs, strict=True)],
-            )
-        self.refresh()
+        with self._lock:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.executemany(_UPSERT_BOOK, [_book_row(b) for b in books])
+                cur.executemany(
+                    put_vector,
+                    [
+                        (b.id, h, _vector_text(v))
+                        for b, h, v in zip(books, hashes, vecs, strict=True)
+                    ],
+                )
+            self._wrote()
+            self.refresh()
 
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
-        with self._conn.transaction():
-            self._conn.execute("DELETE FROM books WHERE id = ANY(%s::text[])", (list(set(ids)),))
-        self.refresh()
+        with self._lock:
+            with self._conn.transaction():
+                self._conn.execute(
+                    "DELETE FROM books WHERE id = ANY(%s::text[])", (list(set(ids)),)
+                )
+            self._wrote()
+            self.refresh()
 
     # -- beyond the protocol -----------------------------------------------------------------
 
@@ -433,18 +526,85 @@ class PostgresStore:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _settings(self) -> None:
+    def _settings(self, conn: psycopg.Connection[Any]) -> None:
         """Per-transaction search settings (``set_config`` takes bound values)."""
         if self._exact:
-            self._conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
+            conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
             return
         for name, value in (
             ("hnsw.ef_search", str(int(self.ef_search))),
             ("hnsw.iterative_scan", self.iterative_scan),
             ("hnsw.max_scan_tuples", str(int(self.max_scan_tuples))),
         ):
-            self._conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
     def _read(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[Any]:
         # The connection is in autocommit mode: one statement, one round trip.
-        return self._conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        with self._lock:
+            return self._on_reader(
+                lambda conn: conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            )
+
+    # -- replicas ----------------------------------------------------------------------------
+
+    def _on_reader(self, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """``read(conn)`` on the connection reads use now; a replica that fails is dropped
+        and the read is made again on the primary."""
+        conn = self._conn if self._behind() else self._read_conn
+        if conn is self._conn:
+            return read(conn)
+        try:
+            return read(conn)
+        except psycopg.OperationalError as err:
+            logger.warning(
+                "replica %s failed (%s); reading from the primary",
+                mask_dsn(self._read_dsn),
+                mask_dsn(str(err).strip()),
+            )
+            self._use(self._conn, self._dsn)
+        return read(self._conn)
+
+    def _behind(self) -> bool:
+        """Whether the replica has yet to replay this store's last write."""
+        if self._written_lsn is None or self._read_conn is self._conn:
+            return False
+        try:
+            row = self._read_conn.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (self._written_lsn,)
+            ).fetchone()
+        except psycopg.OperationalError:
+            return True
+        if row and row[0]:
+            self._written_lsn = None
+            return False
+        return True
+
+    def _wrote(self) -> None:
+        if self._read_conn is not self._conn:
+            row = self._conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            self._written_lsn = str(row[0]) if row else None
+
+    def _route(self) -> None:
+        """Read from the replica that ``ReadRouting`` picks now (or from the primary)."""
+        assert self._routing is not None
+        self._routed_at = time.monotonic()
+        dsn = self._routing.read_dsn()
+        if dsn == self._read_dsn:
+            return
+        if dsn == self._dsn:
+            self._use(self._conn, dsn)
+            return
+        try:
+            conn = self._connect(dsn)
+        except RecommenderError as err:
+            logger.warning("%s; reading from the primary", err)
+            self._use(self._conn, self._dsn)
+            return
+        self._use(conn, dsn)
+        logger.info("reading from replica %s", mask_dsn(dsn))
+
+    def _use(self, conn: psycopg.Connection[Any], dsn: str) -> None:
+        old = self._read_conn
+        self._read_conn, self._read_dsn = conn, dsn
+        if old is not self._conn and old is not conn:
+            old.close()

@@ -130,3 +130,60 @@ def test_store_errors_never_show_the_password(run: Run, dsn: str) -> None:
     assert code == 2 and "bookrec index" in err and "postgres:***@" in err
     code, _, err = run("db", "migrate")
     assert code == 2 and "--store" in err
+
+
+@pytest.mark.parametrize("where", ["index", "store"])
+def test_put_then_delete_one_book_from_the_command_line(
+    run: Run, dsn: str, tmp_path: Path, server: FakeSGLang, where: str
+) -> None:
+    """``bookrec put`` embeds and commits at once: another process's next query sees the book
+    (a real ``bookrec similar`` process); ``bookrec delete`` removes it everywhere."""
+    catalog = str(_catalog(tmp_path / "books.jsonl"))
+    # A store keeps its catalog; an index directory is read with the catalog file it was built
+    # from (plus the books put since).
+    if where == "store":
+        target = ["--store", dsn]
+    else:
+        target = ["--index", str(tmp_path / "index"), "--catalog", catalog]
+    run.json("index", "--catalog", catalog, *target, "--no-progress")
+    new = {"id": "fresh", "title": "A fresh book", "authors": ["New Author"], "summary": "New."}
+    file = write_jsonl(tmp_path / "new.jsonl", [new])
+    requests = server.embedding_request_count
+    assert run.json("put", str(file), *target) == {
+        "added": ["fresh"],
+        "replaced": [],
+    }
+    assert server.embedding_request_count == requests + 1
+
+    def similar_elsewhere(book_id: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "BOOKREC_BASE_URL": server.base_url}
+        env.pop("BOOKREC_STORE", None)
+        return subprocess.run(
+            [sys.executable, "-m", "bookrec.recommender.cli", "similar", book_id, "-k", "11",
+             "--json", *target],
+            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+
+    found = similar_elsewhere("b001")
+    assert found.returncode == 0, found.stderr
+    assert "fresh" in [r["id"] for r in json.loads(found.stdout)["results"]]
+    renamed = write_jsonl(tmp_path / "renamed.jsonl", [{**new, "title": "Renamed"}])
+    assert run.json("put", str(renamed), *target)["replaced"] == ["fresh"]
+    code, out, err = run("delete", "fresh", "nope", *target)
+    assert code == 0 and "Deleted 1: fresh" in out and "nope" in err
+    gone = similar_elsewhere("fresh")
+    assert gone.returncode != 0 and "fresh" in gone.stderr and "Traceback" not in gone.stderr
+    after = similar_elsewhere("b001")
+    assert "fresh" not in [r["id"] for r in json.loads(after.stdout)["results"]]
+
+
+def test_put_reports_a_bad_record_with_its_line(run: Run, dsn: str, tmp_path: Path) -> None:
+    catalog = str(_catalog(tmp_path / "books.jsonl"))
+    run.json("index", "--catalog", catalog, "--store", dsn, "--no-progress")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "ok", "title": "Fine"}\n{"id": "x", "title": 5}\n', encoding="utf-8")
+    code, _, err = run("put", str(bad), "--store", dsn)
+    assert code == 2 and "bad.jsonl:2" in err and "title" in err
+    assert run.json("similar", "b001", "--store", dsn)["results"]
+    code, _, err = run("similar", "ok", "--store", dsn)
+    assert code != 0 and "ok" in err  # nothing of the bad file was written

@@ -126,3 +126,52 @@ def test_a_lagging_or_dead_replica_is_skipped(
     with caplog.at_level(logging.WARNING, logger="bookrec.recommender.pgstore.replicas"):
         assert down.read_dsn() == primary.dsn
     assert "is unavailable" in caplog.text and "secret" not in caplog.text
+
+
+def test_a_store_opened_with_replicas_reads_there_and_writes_to_the_primary(
+    pair: tuple[EmbeddedServer, Standby],
+) -> None:
+    primary, standby = pair
+    books = make_books(12)
+    vectors = normalize(np.random.default_rng(9).normal(size=(12, 8)))
+    with PostgresStore.create(primary.dsn, IDENTITY, index="routed") as store:
+        store.upsert(books[:11], vectors[:11], [f"h{i}" for i in range(11)])
+    routing = ReadRouting(primary.dsn, [standby.dsn])
+    _caught_up(routing, standby.dsn)
+    with (
+        PostgresStore.open(primary.dsn, index="routed", replicas=[standby.dsn]) as store,
+        PostgresStore.open(primary.dsn, index="routed", replicas=[standby.dsn]) as other,
+    ):
+        assert store.read_dsn == standby.dsn
+        writer = Recommender(Catalog(books[:11]), store, follow=True)
+        reader = Recommender(Catalog(books[:11]), other)
+        # The write goes to the primary (the standby refuses writes); the writer reads its own
+        # write at once, from the primary until the standby has replayed it.
+        store.upsert(books[11:], normalize(vectors[2] + 0.01)[None, :], ["h11"])
+        assert writer.similar("b002", k=1)[0].book.id == "b011"
+        # Another process reading from the standby sees the book once it is replayed.
+        _caught_up(routing, standby.dsn)
+        assert reader.similar("b002", k=1)[0].book.id == "b011"
+        assert other.read_dsn == standby.dsn
+
+
+def test_a_store_falls_back_to_the_primary_when_its_replica_dies(
+    tmp_path: Path, pair: tuple[EmbeddedServer, Standby], caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, _ = pair
+    books = make_books(6)
+    vectors = normalize(np.random.default_rng(3).normal(size=(6, 8)))
+    with PostgresStore.create(primary.dsn, IDENTITY, index="fallback") as store:
+        store.upsert(books, vectors, [f"h{i}" for i in range(6)])
+    second = Standby(tmp_path / "second", primary).start()
+    try:
+        _caught_up(ReadRouting(primary.dsn, [second.dsn]), second.dsn)
+        store = PostgresStore.open(primary.dsn, index="fallback", replicas=[second.dsn])
+    finally:
+        second.stop()
+    with store, caplog.at_level(logging.WARNING, logger="bookrec.recommender.pgstore.store"):
+        assert store.read_dsn == second.dsn
+        rec = Recommender(Catalog(books), store)
+        assert rec.similar("b001", k=5)  # the dead replica is dropped, the primary answers
+        assert store.read_dsn == primary.dsn
+    assert "failed" in caplog.text

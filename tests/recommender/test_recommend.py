@@ -236,6 +236,7 @@ def test_to_dict(rec: Recommender) -> None:
         "id": "b",
         "title": "Beta",
         "authors": ["Y"],
+        "summary": "Robots on a moon base.",
         "year": 1990,
         "language": "en",
         "tags": ["space", "robots"],
