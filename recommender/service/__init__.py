@@ -1,0 +1,1 @@
+"""The recommendation service over HTTP (``bookrec serve``), with its web page."""
