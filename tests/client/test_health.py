@@ -56,7 +56,7 @@ def test_wait_until_ready_returns_once_ready(fake_server: FakeSGLang) -> None:
 def test_wait_until_ready_gives_up(fake_server: FakeSGLang) -> None:
     fake_server.set_ready(False)
     with pytest.raises(EmbeddingUnavailable, match="not ready after"):
-        wait_until_ready(fake_server.base_url, timeout=0.15, interval=0.03)
+        wait_until_ready(fake_server.base_url, timeout=1.0, interval=0.02)
     assert len(fake_server.log) >= 2
 
 
