@@ -306,6 +306,12 @@ def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from . import serve  # FastAPI and uvicorn are loaded only to serve
+
+    return serve.run(args, out)
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from . import demo  # the demo pulls in process management only when asked for
 
@@ -323,4 +329,5 @@ COMMANDS: dict[str, Command] = {
     "delete": cmd_delete,
     "embed": cmd_embed,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }

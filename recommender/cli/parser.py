@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     Subcommands: ``index`` (embed a catalog into an index directory or a PostgreSQL database,
     incrementally), ``db migrate`` (create or upgrade the database's schema),
     ``similar`` (more like this, from stored vectors only), ``recommend`` (for a reader),
-    ``search`` (free text), ``embed`` (vectors for texts, as JSON) and ``demo`` (the guided tour
-    on the bundled sample catalog).
+    ``search`` (free text), ``serve`` (the HTTP service), ``embed`` (vectors for texts, as
+    JSON) and ``demo`` (the guided tour on the bundled sample catalog).
     """
     debug = _debug_option()
     common = [debug, _json_option()]
@@ -380,6 +380,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--instruction", help="instruction for --query (default: the configured one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "serve",
+        parents=[debug, catalog, endpoint],
+        help="the recommendation service over HTTP (JSON API, web page, metrics)",
+        description="Serve similar, recommend, search, put and delete over HTTP (FastAPI on "
+        "uvicorn), with the web page at / and Prometheus metrics at /metrics. API keys come "
+        "from $BOOKREC_SERVE_API_KEYS (comma-separated; KEY:write may also PUT and DELETE) "
+        "or --api-keys-file, never from the command line.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=8080, metavar="N", help="port (default 8080; 0: any free one)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes, each with its own store and clients (default 1)",
+    )
+    p.add_argument(
+        "--api-keys-file",
+        metavar="FILE",
+        help="API keys, one per line (KEY or KEY:write; # starts a comment)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser requests from this origin (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 503 to a request not done in this time (default 30)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1 << 20,
+        metavar="N",
+        help="largest request body accepted (default 1 MiB)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="most query texts embedded together across requests (default 64)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=_float,
+        default=5.0,
+        metavar="MS",
+        help="longest wait for other requests' texts before embedding (default 5)",
+    )
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="embed each request's texts on its own (no micro-batching)",
+    )
 
     p = sub.add_parser(
         "demo",

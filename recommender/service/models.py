@@ -1,0 +1,167 @@
+"""The request bodies of the HTTP API with its response shapes, as pydantic models.
+
+They are what ``/openapi.json`` documents. A result is ``Recommendation.to_dict()`` with its
+``rank``; a book is ``Book.to_dict()`` (unknown catalog fields included).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "MAX_IDS",
+    "MAX_K",
+    "MAX_TEXT",
+    "BookOut",
+    "BookRecord",
+    "BookResponse",
+    "FiltersIn",
+    "Health",
+    "PutResponse",
+    "Readiness",
+    "RecommendationRequest",
+    "ResultOut",
+    "Results",
+]
+
+#: The largest ``k`` the schema allows (the service may allow fewer: ``max_k``).
+MAX_K = 1000
+#: The longest free text (search text, one preference), in characters.
+MAX_TEXT = 2000
+#: The most book ids in one list of a request.
+MAX_IDS = 1000
+
+BookId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+Name = Annotated[str, StringConstraints(max_length=200)]
+Year = Annotated[int, Field(ge=-10000, le=10000)]
+Rating = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)]
+Cap = Annotated[int, Field(ge=1, le=MAX_IDS)]
+
+
+class FiltersIn(BaseModel):
+    """Which books may be returned (each list matches any of its values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: list[Name] = Field(default_factory=list, max_length=50)
+    tag: list[Name] = Field(default_factory=list, max_length=50)
+    author: list[Name] = Field(default_factory=list, max_length=50)
+    year_min: Year | None = None
+    year_max: Year | None = None
+    min_rating: Rating | None = None
+    max_per_author: Cap | None = None
+    max_per_series: Cap | None = None
+
+    def keywords(self) -> dict[str, Any]:
+        """The ``Filters`` keyword arguments of the filters given."""
+        out: dict[str, Any] = {}
+        for name, key in (("language", "languages"), ("tag", "tags"), ("author", "authors")):
+            values = getattr(self, name)
+            if values:
+                out[key] = values
+        for name in ("year_min", "year_max", "min_rating", "max_per_author", "max_per_series"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class RecommendationRequest(BaseModel):
+    """A reader: what they read, liked and disliked, what they want, in their words."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[BookId] = Field(default_factory=list, max_length=MAX_IDS)
+    liked: list[BookId] = Field(default_factory=list, max_length=MAX_IDS)
+    disliked: list[BookId] = Field(default_factory=list, max_length=MAX_IDS)
+    preferences: list[Text] = Field(default_factory=list, max_length=50)
+    strategy: Literal["average", "best"] = "average"
+    k: int = Field(10, ge=1, le=MAX_K)
+    diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    exclude_read: bool = True
+    filters: FiltersIn = Field(default_factory=FiltersIn)
+
+
+class BookRecord(BaseModel):
+    """A catalog record; fields the library does not know are kept with the book."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: BookId | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    authors: list[Name] = Field(default_factory=list, max_length=100)
+    summary: Annotated[str, StringConstraints(max_length=20000)] = ""
+    tags: list[Name] = Field(default_factory=list, max_length=100)
+    language: Name | None = None
+    year: Year | None = None
+    rating: Rating | None = None
+    popularity: Annotated[int, Field(ge=0, le=2**53)] | None = None
+    series: Name | None = None
+
+
+class BookOut(BaseModel):
+    """A book as stored (``Book.to_dict()``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    title: str
+    authors: list[str]
+    summary: str
+    tags: list[str]
+    language: str | None = None
+    year: int | None = None
+    rating: float | None = None
+    popularity: int | None = None
+    series: str | None = None
+
+
+class BookResponse(BaseModel):
+    book: BookOut
+
+
+class PutResponse(BaseModel):
+    book: BookOut
+    created: bool
+
+
+class ResultOut(BaseModel):
+    """One ranked result (``Recommendation.to_dict()`` with its rank)."""
+
+    rank: int
+    id: str
+    title: str
+    authors: list[str]
+    summary: str
+    year: int | None
+    language: str | None
+    tags: list[str]
+    series: str | None
+    rating: float | None
+    score: float
+    reason: str
+    degraded: bool
+
+
+class Results(BaseModel):
+    """The result envelope: the query as understood, whether any result is degraded (free
+    text matched by keywords because the embedding service was unavailable), the results."""
+
+    query: dict[str, Any]
+    degraded: bool
+    results: list[ResultOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded"]
+    books: int
+    model: str | None
+    dimensions: int | None
+    embedding: str

@@ -1,0 +1,1 @@
+"""The tests of the HTTP service (``bookrec serve``), run over real HTTP."""
