@@ -10,9 +10,11 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,10 @@ class EmbeddedServer:
     """One PostgreSQL server on 127.0.0.1 with trust authentication, its data in ``root``."""
 
     def __init__(self, root: Path) -> None:
+        if os.geteuid() == 0:
+            # The server runs as a plain user, who must reach its folder: not under pytest's
+            # base folder, which another pytest session may make private (0700) at any time.
+            root = Path(tempfile.mkdtemp(prefix=f"bookrec-{root.name}-"))
         self.root = root
         self.data = root / "data"
         self.port = free_port()
@@ -104,6 +110,8 @@ class EmbeddedServer:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+        if self._user is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 _shared: EmbeddedServer | None = None
