@@ -61,7 +61,7 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
     if dsn is not None:
         stores.require_driver()
         if args.rebuild:
-            raise CliError("--rebuild is not supported with --store; index into a new database")
+            stores.drop(dsn)
     index_dir = Path(args.index)
     target = stores.shown(dsn) if dsn is not None else str(index_dir)
     started = time.perf_counter()

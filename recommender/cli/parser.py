@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rebuild",
         action="store_true",
-        help="embed every book again (needed to switch models or dimensions)",
+        help="embed every book again (needed to switch models or dimensions; with --store "
+        "it drops the index first: run one indexer with it, then add others without)",
     )
     p.add_argument(
         "--dtype",

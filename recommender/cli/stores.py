@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "build",
     "catalog_from_store",
+    "drop",
     "migrate",
     "open_store",
     "require_driver",
@@ -95,6 +96,14 @@ def migrate(dsn: str) -> int:
             exit_code=EXIT_UNAVAILABLE,
         ) from None
     return version
+
+
+def drop(dsn: str) -> bool:
+    """Remove the default index of the database at ``dsn`` (``--rebuild``): the books stay."""
+    _pgstore()
+    from bookrec.recommender.pgstore.indexing import drop_pg_index
+
+    return drop_pg_index(dsn)
 
 
 def build(

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from psycopg import sql
 
 from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCallback, normalize
 
@@ -38,7 +39,7 @@ from .store import PostgresStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WORK_TABLE", "build_pg_index"]
+__all__ = ["WORK_TABLE", "build_pg_index", "drop_pg_index"]
 
 #: The table of pending chunks, shared by every index of the database.
 WORK_TABLE = "bookrec_build_chunks"
@@ -74,6 +75,27 @@ def build_pg_index(
         build.plan(conn)
         build.work(conn)
     return build.report(time.monotonic() - started)
+
+
+def drop_pg_index(dsn: str, index: str = "default") -> bool:
+    """Remove the index ``index`` (its vectors and pending build chunks; the books stay), so that
+    the next build embeds every book again, e.g. with another model. ``False`` if it did not
+    exist. Run it once, before the indexers of the new build start."""
+    table = vector_table_name(index)
+    with db.connect(dsn) as conn, conn.transaction():
+        db.lock_planning(conn)
+        found = conn.execute("SELECT 1 FROM vector_indexes WHERE name = %s", (index,)).fetchone()
+        if found is None:
+            return False
+        db.ensure_work_table(conn, WORK_TABLE)
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE index_name = %s").format(sql.Identifier(WORK_TABLE)),
+            (index,),
+        )
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        conn.execute("DELETE FROM vector_indexes WHERE name = %s", (index,))
+    logger.info("dropped index %r of %s", index, mask_dsn(dsn))
+    return True
 
 
 @dataclass
@@ -174,8 +196,8 @@ class _Build:
             if store.text_version != BOOK_TEXT_VERSION or store.formats[0] != document:
                 raise IndexMismatchError(
                     f"the index at {self.where} was built from another book text version or "
-                    "document prompt; its vectors cannot be reused. Index into another index "
-                    "name, or delete this one first"
+                    "document prompt; its vectors cannot be reused. Embed every book again "
+                    "with bookrec index --rebuild"
                 )
         return True
 
@@ -282,6 +304,9 @@ class _Build:
                 embedded=self.counts.done,
                 remaining=left,
             ) from exc
+        if self.identity is not None:
+            # The answer names the model: another model is a mismatch, not a bad response.
+            check_compatible(self.identity, self.embedder, where=self.where)
         arr = np.asarray(raw, dtype=np.float32)
         dims = self.identity.dimensions if self.identity is not None else None
         if (
@@ -300,8 +325,6 @@ class _Build:
         )
         if self.identity is None:
             self.identity = seen
-        else:
-            check_compatible(self.identity, self.embedder, where=self.where)
         return normalize(arr)
 
     def report_progress(self) -> None:

@@ -187,3 +187,27 @@ def test_put_reports_a_bad_record_with_its_line(run: Run, dsn: str, tmp_path: Pa
     assert run.json("similar", "b001", "--store", dsn)["results"]
     code, _, err = run("similar", "ok", "--store", dsn)
     assert code != 0 and "ok" in err  # nothing of the bad file was written
+
+
+def test_rebuild_switches_the_store_to_another_model(
+    run: Run, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    catalog = str(_catalog(tmp_path / "books.jsonl"))
+    assert run.json("index", "--catalog", catalog, "--store", dsn, "--no-progress")["embedded"]
+    with FakeSGLang(dim=16, model_path="other/model") as other:
+        switched = Run(monkeypatch, capsys, other.base_url)
+        # A book to embed makes a request, whose answer reveals the other model.
+        catalog = str(_catalog(tmp_path / "more.jsonl", 13))
+        code, _, err = switched("index", "--catalog", catalog, "--store", dsn, "--no-progress")
+        assert code != 0 and "rebuild" in err.lower() and "Traceback" not in err
+        rebuilt = switched.json(
+            "index", "--catalog", catalog, "--store", dsn, "--rebuild", "--no-progress"
+        )
+        assert (rebuilt["embedded"], rebuilt["model"], rebuilt["dimensions"]) == (
+            13,
+            "other/model",
+            16,
+        )
+        assert len(switched.json("similar", "b001", "--store", dsn)["results"]) == 10
+        again = switched.json("index", "--catalog", catalog, "--store", dsn, "--no-progress")
+        assert again["unchanged"] and again["embedded"] == 0
