@@ -267,8 +267,7 @@ class Page:
         self.wait_loaded("results")
 
     def wait_loaded(self, testid: str) -> None:
-        live = self.by(f"{testid}-live" if testid != "recommendations" else "for-you-live")
-        playwright_api.expect(live).not_to_have_attribute("aria-busy", "true")
+        playwright_api.expect(self.by(testid)).not_to_have_attribute("aria-busy", "true")
 
     def api_requests(self, path: str) -> list[Any]:
         return [r for r in self.requests if r.url.startswith(self.base_url + path)]
@@ -326,6 +325,9 @@ def test_search_shows_cards_as_the_api_ranks_them(page_service: Service, open_pa
     page.search("a sharp-witted heroine and a proud suitor")
     expect(page.by("results-heading")).to_contain_text("a sharp-witted heroine")
     expect(page.cards()).to_have_count(K)
+    note = page.by("results-note")  # the live region that announces the results
+    expect(note).to_have_text(f"{K} books for “a sharp-witted heroine and a proud suitor”")
+    assert note.get_attribute("aria-live") == "polite"
     api = _api(
         page_service, "GET", "/v1/search", params={"q": "a sharp-witted heroine and a proud suitor"}
     )
@@ -405,6 +407,16 @@ def test_liking_two_books_changes_the_recommendations(
     expect(page.by("liked-list").get_by_test_id("liked-chip")).to_have_count(2)
     page.screenshot("for-you-two-likes")
 
+    # The language filter applies to the recommendations too.
+    page.by("language-filter").select_option("en")
+    page.wait_loaded("recommendations")
+    body = json.loads(page.api_requests("/v1/recommendations")[-1].post_data)
+    assert body["filters"] == {"language": ["en"]}, body
+    langs = page.cards("recommendations").evaluate_all("cs => cs.map(c => c.lang)")
+    assert langs and set(langs) == {"en"}, langs
+    page.by("language-filter").select_option("")
+    page.wait_loaded("recommendations")
+
     # The profile is kept in localStorage: a reload shows the same recommendations.
     page.page.reload()
     expect(page.by("liked-list").get_by_test_id("liked-chip")).to_have_count(2)
@@ -473,8 +485,10 @@ def test_phone_viewport_shows_one_column(page_service: Service, open_page: Any) 
     assert width <= 375, f"the page scrolls sideways on a phone: {width}px"
     page.cards().first.get_by_test_id("like-button").click()
     expect(page.cards("recommendations").first).to_be_visible()
-    for_you = page.by("for-you").bounding_box()
-    assert for_you["y"] > boxes[-1]["y"] and round(for_you["x"]) <= round(boxes[0]["x"])
+    # Below the results, in the same column (both measured in the same scroll position).
+    last, for_you = page.cards().last.bounding_box(), page.by("for-you").bounding_box()
+    assert for_you["y"] > last["y"] + last["height"], (for_you, last)
+    assert round(for_you["x"]) <= round(last["x"]) < round(for_you["x"] + for_you["width"])
     page.page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot("phone-375x740", full_page=False)
 

@@ -268,13 +268,13 @@
 
   // -- actions ------------------------------------------------------------------------------
 
-  async function runResults(heading, path) {
+  async function runResults(heading, what, path) {
     const seq = ++state.seq.results;
     el.resultsHeading.textContent = heading;
     showError(el.resultsError, "");
     el.resultsNote.textContent = "Loading…";
     el.resultsNote.hidden = false;
-    el.results.parentElement.setAttribute("aria-busy", "true");
+    el.results.setAttribute("aria-busy", "true");
     try {
       const data = await api("results", path);
       if (seq !== state.seq.results) return;
@@ -282,7 +282,7 @@
       state.degraded.results = data.degraded === true;
       renderCards(el.results, results);
       el.resultsNote.textContent = results.length
-        ? `${results.length} ${results.length === 1 ? "book" : "books"}`
+        ? `${results.length} ${results.length === 1 ? "book" : "books"} ${what}`
         : "No books match. Try other words or another language.";
     } catch (err) {
       if (err && err.name === "AbortError") return;
@@ -292,7 +292,7 @@
       el.resultsNote.hidden = true;
       showError(el.resultsError, err.message);
     } finally {
-      if (seq === state.seq.results) el.results.parentElement.removeAttribute("aria-busy");
+      if (seq === state.seq.results) el.results.removeAttribute("aria-busy");
       renderBanner();
     }
   }
@@ -302,14 +302,15 @@
     state.lastSearch = q;
     el.back.hidden = true;
     const params = languageParams(new URLSearchParams({ q, k: String(K) }));
-    return runResults(`Results for “${q}”`, `v1/search?${params}`);
+    return runResults(`Results for “${q}”`, `for “${q}”`, `v1/search?${params}`);
   }
 
   function showSimilar(id, title) {
     state.view = { kind: "similar", id, title };
     el.back.hidden = state.lastSearch === null;
     const params = languageParams(new URLSearchParams({ k: String(K) }));
-    const done = runResults(`More like “${title}”`, `v1/books/${encodeURIComponent(id)}/similar?${params}`);
+    const path = `v1/books/${encodeURIComponent(id)}/similar?${params}`;
+    const done = runResults(`More like “${title}”`, `like “${title}”`, path);
     el.resultsHeading.setAttribute("tabindex", "-1");
     el.resultsHeading.focus({ preventScroll: false });
     return done;
@@ -341,7 +342,7 @@
     if (el.language.value) body.filters = { language: [el.language.value] };
     el.forYouNote.textContent = "Loading…";
     el.forYouNote.hidden = false;
-    el.recommendations.parentElement.setAttribute("aria-busy", "true");
+    el.recommendations.setAttribute("aria-busy", "true");
     try {
       const data = await api("forYou", "v1/recommendations", { body });
       if (seq !== state.seq.forYou) return;
@@ -359,7 +360,7 @@
       el.forYouNote.hidden = true;
       showError(el.forYouError, err.message);
     } finally {
-      if (seq === state.seq.forYou) el.recommendations.parentElement.removeAttribute("aria-busy");
+      if (seq === state.seq.forYou) el.recommendations.removeAttribute("aria-busy");
       renderBanner();
     }
   }
