@@ -348,12 +348,23 @@ def test_embedding_service_down(start_service: StartService, tmp_path: Path) -> 
     assert 'bookrec_degraded_responses_total{route="/v1/search"} 1.0' in metrics
 
 
-def test_no_batching_and_cors(start_service: StartService, embedding: FakeSGLang) -> None:
-    service = start_service(
-        "--no-batching", "--cors-origin", "http://page.example", embedding=embedding
-    )
-    http = service.http
-    assert http.get("/v1/search", params={"q": "topic 1"}).json()["degraded"] is False
+def test_no_batching_cache_and_cors(
+    start_service: StartService, embedding: FakeSGLang, service: Service, tmp_path: Path
+) -> None:
+    cors = start_service(
+        "--no-batching", "--cache", str(tmp_path / "cache.sqlite"),
+        "--cors-origin", "http://page.example",
+        embedding=embedding,
+    )  # fmt: skip
+    http = cors.http
+    for _ in range(2):  # the second time from the cache
+        assert http.get("/v1/search", params={"q": "cached text"}).json()["degraded"] is False
+    hits = [
+        x
+        for x in http.get("/metrics").text.splitlines()
+        if x.startswith("bookrec_embedding_cache_hits_total")
+    ]
+    assert hits and float(hits[0].split()[-1]) >= 1
     preflight = http.options(
         "/v1/search",
         headers={
@@ -367,9 +378,7 @@ def test_no_batching_and_cors(start_service: StartService, embedding: FakeSGLang
     other = http.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
     # Without --cors-origin no CORS headers at all.
-    plain = start_service(embedding=embedding).http.get(
-        "/healthz", headers={"Origin": "http://page.example"}
-    )
+    plain = service.http.get("/healthz", headers={"Origin": "http://page.example"})
     assert "access-control-allow-origin" not in plain.headers
 
 
@@ -499,3 +508,31 @@ def test_postgres_store(
     assert http.delete("/v1/books/pg1").status_code == 204
     assert "pg1" not in ids(http.get("/v1/books/b001/similar", params={"k": 100}))
     problem(http.get("/v1/books/pg1"), 404, "unknown-book")
+
+
+def test_an_unexpected_error_is_a_500_problem_without_internals(built: tuple[Path, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from bookrec.recommender.service.app import create_app, open_books
+    from bookrec.recommender.service.settings import ServiceSettings
+
+    catalog, index = built
+
+    def broken(settings: ServiceSettings, embedder: Any) -> Any:
+        rec, close = open_books(settings, None)
+
+        def fail(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("secret internals at /srv/app.py line 3")
+
+        rec.similar = fail  # type: ignore[method-assign]
+        return rec, close
+
+    settings = ServiceSettings(index=str(index), catalog=str(catalog), embedding=False)
+    app = create_app(settings, open_recommender=broken)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        response = http.get("/v1/books/b001/similar")
+        body = problem(response, 500, "internal")  # type: ignore[arg-type]
+        assert "secret" not in response.text and "Traceback" not in response.text
+        assert body["detail"] == "an internal error occurred (see the log)"
+        ready = http.get("/readyz").json()
+        assert ready["embedding"] == "none" and ready["status"] == "ready"

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,10 +156,11 @@ def test_the_facade_is_an_embedder(fake: FakeSGLang, make_embedder: MakeEmbedder
 
 
 def test_the_service_batches_concurrent_searches(
-    start_service: Callable[..., Service],
+    start_service: Callable[..., Service], tmp_path: Path
 ) -> None:
     with FakeSGLang(dim=DIM) as fake:
-        service = start_service("--batch-wait-ms", "300", embedding=fake)
+        cache = str(tmp_path / "cache.sqlite")
+        service = start_service("--batch-wait-ms", "300", "--cache", cache, embedding=fake)
         service.http.get("/v1/search", params={"q": "warm up"})
         before = fake.embedding_request_count
 
@@ -177,3 +179,10 @@ def test_the_service_batches_concurrent_searches(
             if line.startswith("bookrec_embedding_texts_total")
         )
         assert sent >= N + 1
+        service.http.get("/v1/search", params={"q": "concurrent 3", "k": 2})
+        hits = next(
+            float(line.split()[-1])
+            for line in service.http.get("/metrics").text.splitlines()
+            if line.startswith("bookrec_embedding_cache_hits_total")
+        )
+        assert hits >= 1
