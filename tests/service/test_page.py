@@ -41,6 +41,10 @@ SAMPLE = Path(bookrec.recommender.__file__).parent / "data" / "sample_catalog.js
 DIM = 32
 K = 10
 DEGRADED_TEXT = "The embedding service is unavailable: results are matched by keywords"
+STRICT_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 HOSTILE_TITLE = '<img src=x onerror="window.__pwned=1">Hostile <b>markup</b> & co'
 HOSTILE_BOOK: dict[str, Any] = {
     "id": "zz-hostile",
@@ -237,15 +241,27 @@ class Page:
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", self._console)
         self.page.on("request", lambda request: self.requests.append(request))
 
     def _route(self, route: Any) -> None:
         url = route.request.url
-        if url.startswith(self.base_url + "/"):
+        if url == self.base_url + "/":
+            # The page must work under a strict Content-Security-Policy (no inline script or
+            # style, nothing from elsewhere); add one where the service sends none.
+            response = route.fetch()
+            headers = dict(response.headers)
+            headers.setdefault("content-security-policy", STRICT_CSP)
+            route.fulfill(response=response, headers=headers)
+        elif url.startswith(self.base_url + "/"):
             route.continue_()
         else:
             self.foreign.append(url)
             route.abort()
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     def open(self, path: str = "/") -> None:
         self.page.goto(self.base_url + path)
