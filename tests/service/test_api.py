@@ -403,12 +403,18 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_two_workers_share_one_index(start_service: StartService, embedding: FakeSGLang) -> None:
-    service = start_service("--workers", "2", embedding=embedding)
+def test_two_workers_share_one_index(
+    start_service: StartService, embedding: FakeSGLang, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    service = start_service(
+        "--workers", "2", embedding=embedding, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    )
     deadline = time.monotonic() + 30
     workers: list[int] = []
     while time.monotonic() < deadline:
-        workers = _children(service.proc.pid)
+        workers = _children(service.proc.pid)  # the workers (and multiprocessing's tracker)
         if len(workers) >= 2:
             break
         time.sleep(0.1)
@@ -438,6 +444,9 @@ def test_two_workers_share_one_index(start_service: StartService, embedding: Fak
         and 'status="200"' in x
     )
     assert float(line.rsplit(" ", 1)[1]) == 30  # summed over both workers
+    # Each worker keeps its counters in a file named by its pid: both answered requests.
+    answered = {p.stem.rpartition("_")[2] for p in metrics_dir.glob("counter_*.db")}
+    assert len(answered) == 2 and answered <= {str(pid) for pid in _children(service.proc.pid)}
     assert service.terminate() in (0, -15)
 
 
