@@ -290,6 +290,14 @@ def test_openapi_documents_the_problems(service: Service) -> None:
     assert service.http.get("/docs").status_code == 200
 
 
+def test_the_page_and_its_files(service: Service) -> None:
+    page = service.http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for name in ("app.js", "style.css"):
+        assert service.http.get(f"/static/{name}").status_code == 200
+    problem(service.http.get("/static/none.js"), 404, "not-found")
+
+
 # -- configurations ---------------------------------------------------------------------------
 
 
