@@ -293,6 +293,9 @@ def test_openapi_documents_the_problems(service: Service) -> None:
 def test_the_page_and_its_files(service: Service) -> None:
     page = service.http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and page.headers["x-content-type-options"] == "nosniff"
     for name in ("app.js", "style.css"):
         assert service.http.get(f"/static/{name}").status_code == 200
     problem(service.http.get("/static/none.js"), 404, "not-found")
