@@ -293,14 +293,14 @@ class Recommender:
                 vec = None if pref_vectors is None else pref_vectors[i]
                 signals.append(Signal(f"matches {_quote(text)}", w.preference, vec, text))
         negatives = store.vectors([b.id for b in disliked_books]) if disliked_books else None
-        scorer = profile_scorer(signals, negatives, strategy, w.disliked, view.lexical.scores)
+        scorer = profile_scorer(signals, negatives, strategy, w.disliked, view.keyword_scores)
         excluded = list(disliked_books)
         if exclude_read:
             excluded += positives
 
         def reasons(ids: list[str], chosen: NDArray[np.float32]) -> list[str]:
             rows = view.space.rows(ids)
-            return strongest_signals(signals, chosen, rows, strategy, view.lexical.scores)
+            return strongest_signals(signals, chosen, rows, strategy, view.keyword_scores)
 
         return self._select(
             view,
@@ -414,6 +414,11 @@ class _View:
     @cached_property
     def lexical(self) -> LexicalScorer:
         return LexicalScorer([book_text(b) if b is not None else "" for b in self.books])
+
+    def keyword_scores(self, text: str) -> NDArray[np.float32]:
+        """TF-IDF scores of every row for ``text``; the keyword index is built on first use
+        only (a profile of stored vectors alone never needs it)."""
+        return self.lexical.scores(text)
 
     def bonus(self, hybrid: HybridScoring) -> NDArray[np.float32]:
         found = self._bonus.get(hybrid)
