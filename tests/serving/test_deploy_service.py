@@ -90,6 +90,7 @@ def test_compose_serve_is_published_locally_with_a_readiness_check(
     mounts = {v.split(":")[1]: v.split(":")[0] for v in serve["volumes"]}
     assert mounts["/data/index"] == "index-data" and "index-data" in compose["volumes"]
     assert serve["environment"]["BOOKREC_BASE_URL"].endswith("http://sglang:30000/v1}")
+    assert serve["environment"]["OPENBLAS_NUM_THREADS"] == "1"
 
 
 def test_bookrec_image_installs_the_service_extra() -> None:
@@ -158,6 +159,8 @@ def test_k8s_serve_keys_and_passwords_come_from_secrets(k8s: dict[tuple[str, str
         assert "value" not in env[name], name
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}
     assert env["BOOKREC_BASE_URL"]["value"] == "http://bookrec-embed:30000/v1"
+    # One BLAS thread per request thread (scripts/bench_service.py: the default thrashes).
+    assert env["OPENBLAS_NUM_THREADS"]["value"] == "1"
 
 
 def test_k8s_serve_probes_and_replicas(k8s: dict[tuple[str, str], Any]) -> None:
@@ -241,6 +244,7 @@ def test_systemd_unit_service_settings() -> None:
     assert service["NoNewPrivileges"] == "true"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     assert "BOOKREC_SERVE_API_KEYS" not in UNIT.read_text()
+    assert "Environment=OPENBLAS_NUM_THREADS=1" in UNIT.read_text().splitlines()
 
 
 # --------------------------------------------------------------------------- documentation
