@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from threadpoolctl import threadpool_limits
 
 from bookrec import recommender as rl
 from bookrec.client import (
@@ -276,6 +277,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Requests rank in parallel threads: one BLAS thread each. BLAS's default (a thread
+        # per core in every request thread) oversubscribes the cores many times over.
+        threadpool_limits(limits=1, user_api="blas")
         await state.start(open_recommender)
         try:
             yield
