@@ -114,6 +114,7 @@ class _State:
     per_item_delay: float
     legacy: bool
     bf16: bool
+    serial: bool = False
     ready: bool = True
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -121,6 +122,8 @@ class _State:
     requests: list[dict[str, Any]] = field(default_factory=list)
     log: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held while a request pays its cost when ``serial`` (one forward pass at a time).
+    busy: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Server(ThreadingHTTPServer):
@@ -350,7 +353,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         delay = state.per_request_delay + state.per_item_delay * len(texts)
-        if delay > 0:
+        if delay > 0 and state.serial:
+            with state.busy:
+                time.sleep(delay)
+        elif delay > 0:
             time.sleep(delay)
 
         vectors = [self._vector(text, width) for text in texts]
@@ -456,7 +462,9 @@ class FakeSGLang:
     ``max_input_tokens``: longest input accepted, end-of-text token included (default: SGLang's
     limit for Qwen3-Embedding's 32K context, 32768 - 7).
     ``per_request_delay`` / ``per_item_delay``: a sleep per request, and per input text, to
-    model a GPU's cost (requests are served concurrently, one thread each).
+    model a GPU's cost (requests are served concurrently, one thread each). ``serial``: the
+    costs are paid one request at a time instead, as by a GPU server that is saturated (each
+    request waits for the ones before it), so many small requests cost more than one large one.
     """
 
     def __init__(
@@ -472,6 +480,7 @@ class FakeSGLang:
         served_model_name: str | None = None,
         legacy: bool = False,
         bf16: bool = False,
+        serial: bool = False,
         port: int = 0,
     ) -> None:
         self._state = _State(
@@ -485,6 +494,7 @@ class FakeSGLang:
             per_item_delay=per_item_delay,
             legacy=legacy,
             bf16=bf16,
+            serial=serial,
         )
         self._port = port
         self._server: _Server | None = None
@@ -653,6 +663,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--matryoshka", action="store_true")
     parser.add_argument("--per-request-delay", type=float, default=0.0)
     parser.add_argument("--per-item-delay", type=float, default=0.0)
+    parser.add_argument(
+        "--serial", action="store_true", help="pay the delays one request at a time"
+    )
     args = parser.parse_args(argv)
     server = FakeSGLang(
         model_path=args.model_path,
@@ -661,6 +674,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         matryoshka=True if args.matryoshka else None,
         per_request_delay=args.per_request_delay,
         per_item_delay=args.per_item_delay,
+        serial=args.serial,
         port=args.port,
     )
     with server:

@@ -28,6 +28,7 @@ from bookrec.client import ModelIdentity, PromptFormats, normalize
 from .book import Book
 from .catalog import Catalog
 from .catalog_files import book_from_record
+from .coalesce import Coalescer, Query
 from .errors import CatalogError, CorruptIndexError, UnknownBookError
 from .filters import FilterColumns, Filters
 from .index import VectorIndex
@@ -112,12 +113,23 @@ class NumpyStore:
 
     Rows whose id is not in the catalog are never returned. Threads may share a store: each
     call reads one generation, and :meth:`snapshot` pins one for a series of calls.
+    ``coalesce_window`` (seconds; off by default) lets single-query searches that arrive while
+    others are under way wait that long to be answered together in one pass over the matrix
+    (:class:`~bookrec.recommender.coalesce.Coalescer`): more throughput for a server whose
+    threads search at once, scores equal to a lone search's up to float rounding.
     """
 
-    def __init__(self, index: VectorIndex, catalog: Catalog) -> None:
+    def __init__(
+        self, index: VectorIndex, catalog: Catalog, *, coalesce_window: float | None = None
+    ) -> None:
         self._base = catalog
         self._revision = 0
         self._state = self._make_state(index, _read_live(index))
+        self._coalescer = (
+            Coalescer(_batch_search, window=coalesce_window)
+            if coalesce_window is not None
+            else None
+        )
 
     def _make_state(self, index: VectorIndex, live: _Live) -> _State:
         books = {b.id: b for b in self._base if b.id not in live.deleted}
@@ -173,6 +185,7 @@ class NumpyStore:
         """A store fixed at the current generation: it never refreshes, updates stay apart."""
         pinned = NumpyStore.__new__(NumpyStore)
         pinned._base, pinned._revision, pinned._state = self._base, self._revision, self._state
+        pinned._coalescer = self._coalescer
         return pinned
 
     def refresh(self) -> bool:
@@ -208,6 +221,16 @@ class NumpyStore:
         allowed = state.columns.mask(filters)
         drop = [row for i in exclude if (row := index.get_row(i)) is not None]
         ids = index.ids
+        if queries.shape[0] == 1 and self._coalescer is not None and k > 0:
+            query = Query(
+                np.asarray(queries[0], dtype=np.float32),
+                k,
+                drop,
+                group=(id(state), filters),
+                context=(matrix, allowed),
+            )
+            rows, scores = self._coalescer.search(query)
+            return [Hits(tuple(ids[r] for r in rows.tolist()), scores)]
         if queries.shape[0] == 1:
             rows, scores = search(matrix, queries[0], k, allowed=allowed, exclude=drop)
             return [Hits(tuple(ids[r] for r in rows.tolist()), scores)]
@@ -277,6 +300,16 @@ class NumpyStore:
             dtype = manifest.dtype if manifest is not None else None
             saved = index.publish_locked(path, dtype=dtype, extra={LIVE_FILE: live.to_json()})
         self._set(self._make_state(saved, live))
+
+
+def _batch_search(
+    context: tuple[Any, NDArray[np.bool_] | None],
+    queries: NDArray[np.float32],
+    k: int,
+    exclude: list[Sequence[int]],
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    matrix, allowed = context
+    return search_batch(matrix, queries, k, allowed=allowed, exclude=exclude)
 
 
 def _hash(index: VectorIndex, row: int) -> str:

@@ -120,6 +120,10 @@ def client_config(settings: ServiceSettings) -> ClientConfig:
     return config.with_options(**changes) if changes else config
 
 
+#: How long a ranking that arrives while others run waits to share their pass over the index.
+SEARCH_WINDOW_SECONDS = 0.002
+
+
 def open_books(settings: ServiceSettings, embedder: Embedder | None) -> Opened:
     """The recommender over the settings' store (the default ``open_recommender``)."""
     if settings.store:
@@ -134,7 +138,10 @@ def open_books(settings: ServiceSettings, embedder: Embedder | None) -> Opened:
             raise
     catalog = rl.load_catalog(settings.catalog or _sample_catalog())
     index = rl.VectorIndex.open(Path(settings.index or ".bookrec/index"))
-    return rl.Recommender(catalog, index, embedder=embedder), lambda: None
+    # With batching on, the rankings of concurrent requests also share passes over the matrix.
+    window = SEARCH_WINDOW_SECONDS if settings.batching else None
+    books = rl.NumpyStore(index, catalog, coalesce_window=window)
+    return rl.Recommender(books.catalog(), books, embedder=embedder), lambda: None
 
 
 class ServiceState:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import time
 from collections.abc import Callable
 
 import httpx
@@ -184,3 +186,19 @@ def test_the_client_reads_each_fake_message_as_sglang_means_it(
 )
 def test_each_sglang_template_is_classified(template: str, request_level: bool) -> None:
     assert is_request_level(template) is request_level
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_serial_pays_the_request_costs_one_at_a_time(serial: bool) -> None:
+    """Four concurrent requests of 0.2 s: about 0.2 s in all, or at least 0.8 s when serial."""
+    with FakeSGLang(dim=8, per_request_delay=0.2, serial=serial) as server:
+
+        def one(i: int) -> int:
+            body = {"model": "m", "input": [f"text {i}"]}
+            return httpx.post(f"{server.base_url}/embeddings", json=body, timeout=10).status_code
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, range(4))) == [200] * 4
+        elapsed = time.monotonic() - started
+    assert elapsed >= 0.8 if serial else elapsed < 0.7
