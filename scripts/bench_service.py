@@ -117,10 +117,13 @@ def bookrec_command() -> list[str]:
 
 
 @contextmanager
-def fake_server(dim: int, cost_ms: float) -> Iterator[str]:
-    """``FakeSGLang`` in its own process (its threads then take no GIL from the clients)."""
+def fake_server(dim: int, cost_ms: float, serial: bool = False) -> Iterator[str]:
+    """``FakeSGLang`` in its own process (its threads then take no GIL from the clients);
+    ``serial``: it pays each request's cost one at a time, as a saturated GPU server does."""
     command = [sys.executable, "-m", "bookrec.client.testing", "--port", "0", "--dim", str(dim)]
     command += ["--model-path", MODEL, "--per-request-delay", str(cost_ms / 1000)]
+    if serial:
+        command.append("--serial")
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -409,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="bookrec serve --workers (1)")
     parser.add_argument("--request-cost-ms", type=float, default=20.0, help="fake server (20)")
     parser.add_argument(
+        "--serial-embedding",
+        action="store_true",
+        help="the fake server pays request costs one at a time (a saturated GPU server)",
+    )
+    parser.add_argument(
         "--blas-threads",
         type=int,
         default=0,
@@ -440,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = write_catalog(args.books, data / "catalog.jsonl", random.Random(args.seed))
         write_index(ids, args.dim, data / "index", args.seed)
         print(f"data written in {time.perf_counter() - started:.1f} s ({data})", flush=True)
-        with fake_server(args.dim, args.request_cost_ms) as base_url:
+        with fake_server(args.dim, args.request_cost_ms, args.serial_embedding) as base_url:
             results = {
                 mode: run_mode(args, data, base_url, ids, batching=mode == "batching")
                 for mode in MODES
