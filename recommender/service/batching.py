@@ -148,7 +148,25 @@ class QueryBatcher:
             await asyncio.gather(*self._running, return_exceptions=True)
 
 
-class BatchingEmbedder:
+class _Described:
+    """The model facts of an embedder that passes its calls on to ``source``."""
+
+    source: Embedder | AsyncEmbeddingClient
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        return self.source.identity
+
+    @property
+    def dimensions(self) -> int | None:
+        return self.source.dimensions
+
+    @property
+    def prompt_formats(self) -> PromptFormats | None:
+        return self.source.prompt_formats
+
+
+class BatchingEmbedder(_Described):
     """An :class:`Embedder` for threads, over a :class:`QueryBatcher` on an event loop.
 
     Queries go through the batcher; documents (books being added) go straight to the client.
@@ -164,22 +182,10 @@ class BatchingEmbedder:
         on_call: OnCall = _ignore,
     ) -> None:
         self.batcher = batcher
-        self.client = batcher.client
+        self.client = self.source = batcher.client
         self.loop = loop
         self.timeout = timeout
         self._on_call = on_call
-
-    @property
-    def identity(self) -> ModelIdentity | None:
-        return self.client.identity
-
-    @property
-    def dimensions(self) -> int | None:
-        return self.client.dimensions
-
-    @property
-    def prompt_formats(self) -> PromptFormats | None:
-        return self.client.prompt_formats
 
     def embed_queries(
         self,
@@ -210,24 +216,12 @@ class BatchingEmbedder:
             ) from None
 
 
-class MeteredEmbedder:
+class MeteredEmbedder(_Described):
     """Another :class:`Embedder` (the synchronous client), with each call counted."""
 
     def __init__(self, inner: Embedder, on_call: OnCall = _ignore) -> None:
-        self.inner = inner
+        self.inner = self.source = inner
         self._on_call = on_call
-
-    @property
-    def identity(self) -> ModelIdentity | None:
-        return self.inner.identity
-
-    @property
-    def dimensions(self) -> int | None:
-        return self.inner.dimensions
-
-    @property
-    def prompt_formats(self) -> PromptFormats | None:
-        return self.inner.prompt_formats
 
     def embed_queries(
         self,
