@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 import psycopg
 from numpy.typing import NDArray
+from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -90,33 +91,33 @@ def _vector_text(vector: NDArray[np.float32]) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector.tolist()) + "]"
 
 
-def _where(filters: Filters | None, exclude: Collection[str]) -> tuple[sql.Composed, list[Any]]:
-    """The WHERE clause of a search: fixed SQL fragments, every value a bound parameter."""
+def _where(
+    filters: Filters | None, exclude: Collection[str]
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The WHERE clause of a search: fixed SQL fragments, every value a named bound parameter."""
     clauses: list[sql.Composable] = []
-    params: list[Any] = []
+    params: dict[str, Any] = {}
+
+    def test(fragment: str, name: str, value: Any) -> None:
+        clauses.append(sql.SQL(fragment).format(sql.Placeholder(name)))
+        params[name] = value
+
     if filters is not None:
         # The same tests as FilterColumns: the language as stored, names normalised.
         if filters.languages:
-            clauses.append(sql.SQL("b.language = ANY(%s)"))
-            params.append(sorted(filters.languages))
+            test("b.language = ANY({})", "languages", sorted(filters.languages))
         if filters.tags:
-            clauses.append(sql.SQL("b.norm_tags && %s::text[]"))
-            params.append(sorted(filters.tags))
+            test("b.norm_tags && {}::text[]", "tags", sorted(filters.tags))
         if filters.authors:
-            clauses.append(sql.SQL("b.norm_authors && %s::text[]"))
-            params.append(sorted(filters.authors))
+            test("b.norm_authors && {}::text[]", "authors", sorted(filters.authors))
         if filters.year_min is not None:
-            clauses.append(sql.SQL("b.year >= %s"))
-            params.append(filters.year_min)
+            test("b.year >= {}", "year_min", filters.year_min)
         if filters.year_max is not None:
-            clauses.append(sql.SQL("b.year <= %s"))
-            params.append(filters.year_max)
+            test("b.year <= {}", "year_max", filters.year_max)
         if filters.min_rating is not None:
-            clauses.append(sql.SQL("b.rating >= %s"))
-            params.append(float(filters.min_rating))
+            test("b.rating >= {}", "min_rating", float(filters.min_rating))
     if exclude:
-        clauses.append(sql.SQL("NOT (v.book_id = ANY(%s::text[]))"))
-        params.append(sorted(set(exclude)))
+        test("NOT (v.book_id = ANY({}::text[]))", "exclude", sorted(set(exclude)))
     if not clauses:
         return sql.Composed([]), params
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
@@ -178,6 +179,9 @@ class PostgresStore:
         self._table_name: str = table
         self._table = sql.Identifier(table)
         self._cast = sql.SQL(storage)
+        # Query vectors go to the server in pgvector's binary format (no text to format and
+        # parse: about a third of an HNSW query's time at 1024 dimensions).
+        register_vector(conn)
         self._exact = (not self.has_hnsw()) if exact is None else exact
         self._ids: tuple[str, ...] = ()
         self.refresh()
@@ -384,17 +388,18 @@ class PostgresStore:
         if k <= 0:
             return [Hits((), np.zeros(0, dtype=np.float32)) for _ in range(matrix.shape[0])]
         where, params = _where(filters, exclude)
-        distance = sql.SQL("v.embedding <=> %s::{}").format(self._cast)
+        # Named parameters: the query vector is bound once even where it appears twice.
+        distance = sql.SQL("v.embedding <=> %(query)s::{}").format(self._cast)
         scan = sql.SQL(
             "SELECT v.book_id, {distance} AS distance, v.position "
             "FROM {table} v JOIN books b ON b.id = v.book_id{where}"
         ).format(distance=distance, table=self._table, where=where)
         if self._exact:
-            query = scan + sql.SQL(" ORDER BY distance, v.position LIMIT %s")
+            query = scan + sql.SQL(" ORDER BY distance, v.position LIMIT %(k)s")
         else:
             # The HNSW index orders by distance alone; ties are ordered by position after.
             query = sql.SQL(
-                "SELECT book_id, distance FROM ({scan} ORDER BY {distance} LIMIT %s) AS top "
+                "SELECT book_id, distance FROM ({scan} ORDER BY {distance} LIMIT %(k)s) AS top "
                 "ORDER BY distance, position"
             ).format(scan=scan, distance=distance)
 
@@ -404,9 +409,8 @@ class PostgresStore:
                 self._settings(conn)
                 cursors = []
                 for row in matrix:
-                    text = _vector_text(row)
-                    args: list[Any] = [text, *params] if self._exact else [text, *params, text]
-                    cursors.append(conn.execute(query, [*args, int(k)]))
+                    args = {**params, "query": np.ascontiguousarray(row), "k": int(k)}
+                    cursors.append(conn.execute(query, args))
                 return [cursor.fetchall() for cursor in cursors]
 
         results = self._on_reader(run)
@@ -600,6 +604,7 @@ class PostgresStore:
             logger.warning("%s; reading from the primary", err)
             self._use(self._conn, self._dsn)
             return
+        register_vector(conn)
         self._use(conn, dsn)
         logger.info("reading from replica %s", mask_dsn(dsn))
 
