@@ -12,7 +12,7 @@ from bookrec.client import Embedder, normalize
 from .book import Book
 from .errors import IndexMismatchError, RecommenderError
 from .index.compat import check_compatible
-from .store import VectorStore
+from .store import VectorStore, store_location
 from .text import book_text, content_hash
 
 __all__ = ["embed_books"]
@@ -31,17 +31,17 @@ def embed_books(
     if len(set(ids)) != len(ids):
         raise ValueError("the same book id is given twice")
     identity = store.identity
-    check_compatible(identity, embedder, where=_where(store))
+    check_compatible(identity, embedder, where=store_location(store))
     stored, current = store.prompt_formats, embedder.prompt_formats
     if stored is not None and (current is None or current.document != stored.document):
         raise IndexMismatchError(
-            f"the store at {_where(store)} was built with the document prompt "
+            f"the store at {store_location(store)} was built with the document prompt "
             f"{stored.document!r}, but the embedder formats documents as "
             f"{current.document if current else None!r}; use the embedding settings the store "
             "was built with"
         )
     raw = embedder.embed_documents([book_text(b) for b in books])
-    check_compatible(identity, embedder, where=_where(store))
+    check_compatible(identity, embedder, where=store_location(store))
     vectors = np.asarray(raw, dtype=np.float32)
     if vectors.shape != (len(books), identity.dimensions):
         raise IndexMismatchError(
@@ -51,10 +51,3 @@ def embed_books(
     if not np.isfinite(vectors).all() or not (np.linalg.norm(vectors, axis=1) > 0).all():
         raise RecommenderError("the embedder returned NaN, infinite or zero vectors")
     return normalize(vectors), [content_hash(b) for b in books]
-
-
-def _where(store: VectorStore) -> str:
-    path = getattr(getattr(store, "index", None), "path", None)
-    if path is not None:
-        return str(path)
-    return str(getattr(store, "dsn", None) or "the store")

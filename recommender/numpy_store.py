@@ -177,8 +177,7 @@ class NumpyStore:
         state = self._state
         live = state.live
         books = [live.books.get(b.id, b) for b in self._base if b.id not in live.deleted]
-        known = {b.id for b in self._base}
-        books.extend(b for i, b in live.books.items() if i not in known)
+        books.extend(b for i, b in live.books.items() if i not in self._base)
         return Catalog(books, source=self._base.source)
 
     def snapshot(self) -> NumpyStore:
@@ -265,7 +264,7 @@ class NumpyStore:
 
         def change(index: VectorIndex, live: _Live) -> tuple[VectorIndex, _Live]:
             keep = [r for r, i in enumerate(index.ids) if i not in gone]
-            known = gone & ({b.id for b in self._base} | set(index.ids) | live.books.keys())
+            known = {i for i in gone if i in self._base or i in index or i in live.books}
             if len(keep) == len(index):
                 return index, live.drop(known)
             if not keep:

@@ -43,7 +43,7 @@ from .lexical import LexicalScorer
 from .live import embed_books
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
-from .store import VectorStore
+from .store import VectorStore, store_location
 from .text import book_text
 
 __all__ = ["Recommendation", "Recommender"]
@@ -391,8 +391,7 @@ class Recommender:
 
     @property
     def _where(self) -> str:
-        path = getattr(getattr(self.store, "index", None), "path", None)
-        return str(path) if path is not None else "the index"
+        return store_location(self.store)
 
 
 class _View:

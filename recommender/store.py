@@ -22,7 +22,7 @@ from .book import Book
 from .catalog import Catalog
 from .filters import Filters
 
-__all__ = ["Hits", "VectorStore", "checked_upsert"]
+__all__ = ["Hits", "VectorStore", "checked_upsert", "store_location"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +118,12 @@ def checked_upsert(
             f"got {vecs.shape} and {len(hashes)} hashes for {len(books)} books"
         )
     return vecs
+
+
+def store_location(store: VectorStore) -> str:
+    """Where a store's vectors live, for messages: an index directory, a database (its
+    password masked), else "the index"."""
+    path = getattr(getattr(store, "index", None), "path", None)
+    if path is not None:
+        return str(path)
+    return str(getattr(store, "dsn", None) or "the index")

@@ -31,6 +31,7 @@ from bookrec.recommender import (
     IndexMismatchError,
     UnknownBookError,
 )
+from bookrec.recommender.book import KNOWN_FIELDS
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -239,16 +240,10 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
-_RECORD_FIELDS = (
-    "id", "title", "authors", "summary", "tags", "language", "year", "rating", "popularity",
-    "series",
-)  # fmt: skip
-
-
 def _catalog_field(reason: str) -> str:
     """The record field a catalog error names (``body`` when it names none)."""
     words = reason.replace(",", " ").split()
     for word in words[:3]:
-        if word in _RECORD_FIELDS:
+        if word in KNOWN_FIELDS:
             return f"body.{word}"
     return "body"
