@@ -222,3 +222,16 @@ def test_concurrent_writers_of_one_directory_lose_no_update(tmp_path: Path) -> N
     assert len(index) == 10 + 24
     store = NumpyStore(index, catalog)
     assert expected <= set(store.catalog().ids)
+
+
+def test_a_profile_of_stored_vectors_never_builds_the_keyword_index(tmp_path: Path) -> None:
+    catalog = Catalog(make_books(10))
+    index, _ = build_index(tmp_path / "index", catalog, FakeEmbedder(DIM))
+    rec = Recommender(catalog, index, FakeEmbedder(DIM))
+    rec.recommend(liked=["b001"], disliked=["b002"], history=["b003"], k=3, strategy="best")
+    rec.similar("b004", k=3)
+    rec.recommend(preferences=["topic 3"], k=3)  # embedded: no keywords needed either
+    assert "lexical" not in vars(rec._view)
+    keywords = Recommender(catalog, index)  # no embedder: free text is matched by keywords
+    assert keywords.search("topic 3", k=3)[0].degraded
+    assert "lexical" in vars(keywords._view)
