@@ -1,8 +1,12 @@
 """The memory-mapped numpy index served as a :class:`~bookrec.recommender.VectorStore`.
 
-Search is exact: one BLAS pass over the float32 matrix per query (``M @ q``), or one pass per
-block of rows for a batch (``Q @ M.T``), then a row mask for the filters and a top-k selection
-that never sorts the whole matrix. Filters are evaluated on the catalog's metadata columns.
+Search returns the exact top k by cosine. Without a scan copy it is one BLAS pass over the
+float32 matrix per query (``M @ q``), or one pass per block of rows for a batch (``Q @ M.T``),
+then a row mask for the filters and a top-k selection that never sorts the whole matrix. An
+index with a compact scan copy (int8 by default from 100,000 books; see
+:mod:`bookrec.recommender.index.scan`) is searched in two stages: the copy is scanned for a few
+times ``k`` candidates, which are rescored exactly from the float32 matrix. Filters are
+evaluated on the catalog's metadata columns.
 
 Updates of single books write a complete new generation of the index (atomic, as a build does)
 when the index lives on disk, under the directory's lock, on top of the newest generation, so
@@ -34,6 +38,7 @@ from .filters import FilterColumns, Filters
 from .index import VectorIndex
 from .index.files import build_lock
 from .index.manifest import MANIFEST_NAME
+from .index.scan import ScanCopy, two_stage_batch, two_stage_search
 from .ranking import search, search_batch
 from .store import Hits, checked_upsert
 
@@ -117,12 +122,19 @@ class NumpyStore:
     others are under way wait that long to be answered together in one pass over the matrix
     (:class:`~bookrec.recommender.coalesce.Coalescer`): more throughput for a server whose
     threads search at once, scores equal to a lone search's up to float rounding.
+    ``exact=True`` ignores the index's scan copy: every search scans the float32 matrix.
     """
 
     def __init__(
-        self, index: VectorIndex, catalog: Catalog, *, coalesce_window: float | None = None
+        self,
+        index: VectorIndex,
+        catalog: Catalog,
+        *,
+        coalesce_window: float | None = None,
+        exact: bool = False,
     ) -> None:
         self._base = catalog
+        self._exact = exact
         self._revision = 0
         self._state = self._make_state(index, _read_live(index))
         self._coalescer = (
@@ -184,7 +196,7 @@ class NumpyStore:
         """A store fixed at the current generation: it never refreshes, updates stay apart."""
         pinned = NumpyStore.__new__(NumpyStore)
         pinned._base, pinned._revision, pinned._state = self._base, self._revision, self._state
-        pinned._coalescer = self._coalescer
+        pinned._coalescer, pinned._exact = self._coalescer, self._exact
         return pinned
 
     def refresh(self) -> bool:
@@ -220,21 +232,27 @@ class NumpyStore:
         allowed = state.columns.mask(filters)
         drop = [row for i in exclude if (row := index.get_row(i)) is not None]
         ids = index.ids
+        scan = None if self._exact else index.scan
         if queries.shape[0] == 1 and self._coalescer is not None and k > 0:
             query = Query(
                 np.asarray(queries[0], dtype=np.float32),
                 k,
                 drop,
                 group=(id(state), filters),
-                context=(matrix, allowed),
+                context=(matrix, scan, allowed),
             )
             rows, scores = self._coalescer.search(query)
             return [Hits(tuple(ids[r] for r in rows.tolist()), scores)]
         if queries.shape[0] == 1:
-            rows, scores = search(matrix, queries[0], k, allowed=allowed, exclude=drop)
+            if scan is not None and not _small_subset(allowed):
+                rows, scores = two_stage_search(
+                    matrix, scan, queries[0], k, allowed=allowed, exclude=drop
+                )
+            else:
+                rows, scores = search(matrix, queries[0], k, allowed=allowed, exclude=drop)
             return [Hits(tuple(ids[r] for r in rows.tolist()), scores)]
-        batch_rows, batch_scores = search_batch(
-            matrix, queries, k, allowed=allowed, exclude=[drop] * queries.shape[0]
+        batch_rows, batch_scores = _batch_search(
+            (matrix, scan, allowed), queries, k, [drop] * queries.shape[0]
         )
         out = []
         for rows, scores in zip(batch_rows, batch_scores, strict=True):
@@ -247,14 +265,15 @@ class NumpyStore:
     ) -> None:
         vecs = checked_upsert(books, vectors, hashes, self._state.index.dimensions)
 
-        def change(index: VectorIndex, live: _Live) -> tuple[VectorIndex, _Live]:
+        def change(index: VectorIndex, live: _Live) -> tuple[_Change | None, _Live]:
             new = {b.id for b in books}
             keep = [r for r, i in enumerate(index.ids) if i not in new]
             return _rows(
                 index,
-                [index.ids[r] for r in keep] + [b.id for b in books],
-                np.concatenate([np.asarray(index.vectors[keep], dtype=np.float32), vecs]),
-                [_hash(index, r) for r in keep] + list(hashes),
+                keep,
+                [b.id for b in books],
+                vecs,
+                list(hashes),
             ), live.put(books)
 
         self._update(change)
@@ -262,19 +281,15 @@ class NumpyStore:
     def delete(self, ids: Sequence[str]) -> None:
         gone = set(ids)
 
-        def change(index: VectorIndex, live: _Live) -> tuple[VectorIndex, _Live]:
+        def change(index: VectorIndex, live: _Live) -> tuple[_Change | None, _Live]:
             keep = [r for r, i in enumerate(index.ids) if i not in gone]
             known = {i for i in gone if i in self._base or i in index or i in live.books}
             if len(keep) == len(index):
-                return index, live.drop(known)
+                return None, live.drop(known)
             if not keep:
                 raise UnknownBookError(sorted(gone), "a store cannot delete its last book")
-            return _rows(
-                index,
-                [index.ids[r] for r in keep],
-                np.asarray(index.vectors[keep], dtype=np.float32),
-                [_hash(index, r) for r in keep],
-            ), live.drop(known)
+            empty = np.empty((0, index.dimensions), dtype=np.float32)
+            return _rows(index, keep, [], empty, []), live.drop(known)
 
         self._update(change)
 
@@ -283,32 +298,76 @@ class NumpyStore:
         state = self._state
         path = state.index.path
         if path is None:
-            index, live = change(state.index, state.live)
-            if index is not state.index or live != state.live:
+            rows, live = change(state.index, state.live)
+            if rows is not None or live != state.live:
+                index = rows.in_memory() if rows is not None else state.index
                 self._set(self._make_state(index, live))
             return
         with build_lock(path, wait=LOCK_WAIT):
             latest = VectorIndex.open(path)
             old_live = _read_live(latest)
-            index, live = change(latest, old_live)
-            if index is latest and live == old_live:
+            rows, live = change(latest, old_live)
+            if rows is None and live == old_live:
                 if latest.manifest != state.index.manifest:
                     self._set(self._make_state(latest, live))
                 return
             manifest = latest.manifest
             dtype = manifest.dtype if manifest is not None else None
-            saved = index.publish_locked(path, dtype=dtype, extra={LIVE_FILE: live.to_json()})
+            index = rows.index if rows is not None else latest
+            saved = index.publish_locked(
+                path,
+                dtype=dtype,
+                extra={LIVE_FILE: live.to_json()},
+                reuse=rows.reuse() if rows is not None else None,
+            )
         self._set(self._make_state(saved, live))
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """An index made of rows kept from ``old`` (``source[i]`` is the old row of row ``i``, or
+    ``-1`` for a new vector)."""
+
+    old: VectorIndex
+    index: VectorIndex
+    source: NDArray[np.intp]
+
+    def reuse(self) -> tuple[ScanCopy, NDArray[np.intp]] | None:
+        return (self.old.scan, self.source) if self.old.scan is not None else None
+
+    def in_memory(self) -> VectorIndex:
+        """The index with its scan copy, for an index that lives in memory only."""
+        copy = self.old.scan
+        if copy is None:
+            return self.index
+        scan = ScanCopy.encode(copy.spec, self.index.vectors, reuse=(copy, self.source))
+        scan.oversample, scan.recall = copy.oversample, copy.recall
+        index = self.index
+        return VectorIndex(
+            index.ids,
+            index.vectors,
+            index.identity,
+            hashes=index.hashes,
+            manifest=index.manifest,
+            scan=scan,
+        )
+
+
 def _batch_search(
-    context: tuple[Any, NDArray[np.bool_] | None],
+    context: tuple[Any, ScanCopy | None, NDArray[np.bool_] | None],
     queries: NDArray[np.float32],
     k: int,
     exclude: list[Sequence[int]],
 ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-    matrix, allowed = context
+    matrix, scan, allowed = context
+    if scan is not None and not _small_subset(allowed):
+        return two_stage_batch(matrix, scan, queries, k, allowed=allowed, exclude=exclude)
     return search_batch(matrix, queries, k, allowed=allowed, exclude=exclude)
+
+
+def _small_subset(allowed: NDArray[np.bool_] | None) -> bool:
+    """Whether a filter keeps so few rows that scanning them exactly is cheaper."""
+    return allowed is not None and int(np.count_nonzero(allowed)) <= allowed.shape[0] // 8
 
 
 def _hash(index: VectorIndex, row: int) -> str:
@@ -317,8 +376,20 @@ def _hash(index: VectorIndex, row: int) -> str:
 
 
 def _rows(
-    old: VectorIndex, ids: list[str], vectors: NDArray[np.float32], hashes: list[str]
-) -> VectorIndex:
+    old: VectorIndex,
+    keep: list[int],
+    new_ids: list[str],
+    new_vectors: NDArray[np.float32],
+    new_hashes: list[str],
+) -> _Change:
+    """Rows ``keep`` of ``old`` followed by new books."""
+    ids = [old.ids[r] for r in keep] + new_ids
+    vectors = np.concatenate([np.asarray(old.vectors[keep], dtype=np.float32), new_vectors])
+    hashes = [_hash(old, r) for r in keep] + new_hashes
+    source = np.concatenate(
+        [np.asarray(keep, dtype=np.intp), np.full(len(new_ids), -1, dtype=np.intp)]
+    )
     # The manifest carries the prompt formats into the new generation, so that the next
     # incremental build still reuses these vectors.
-    return VectorIndex(ids, normalize(vectors), old.identity, hashes=hashes, manifest=old.manifest)
+    index = VectorIndex(ids, normalize(vectors), old.identity, hashes=hashes, manifest=old.manifest)
+    return _Change(old, index, source)

@@ -16,14 +16,16 @@ numpy has no half-precision BLAS, so ``float16 @`` would be many times slower.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "Block",
     "Matrix",
     "best_match_scores",
+    "merge_blocks",
     "score_query",
     "search",
     "search_batch",
@@ -172,6 +174,10 @@ def _block_rows(m: int, n: int) -> int:
     return int(min(max(n, 1), max(4096, _BLOCK_BYTES // (4 * max(m, 1)))))
 
 
+#: ``score(a, b, out)`` writes the scores of every query for rows ``a:b`` into ``out``.
+Block = Callable[[int, int, NDArray[np.float32]], None]
+
+
 def search_batch(
     matrix: Matrix,
     queries: NDArray[np.floating],
@@ -192,6 +198,34 @@ def search_batch(
     n, d = matrix.shape
     q = _as_queries(queries, d)
     m = q.shape[0]
+    step = block_rows or _block_rows(m, n)
+    if matrix.dtype != np.float32:
+        step = min(step, _upcast_rows(matrix, d))
+        upcast = np.empty((min(step, n), d), dtype=np.float32)
+
+    def score(a: int, b: int, out: NDArray[np.float32]) -> None:
+        block = matrix[a:b]
+        if matrix.dtype != np.float32:
+            np.copyto(upcast[: b - a], block, casting="same_kind")
+            block = upcast[: b - a]
+        np.matmul(q, block.T, out=out)
+
+    return merge_blocks(score, m, n, k, allowed=allowed, exclude=exclude, bonus=bonus, step=step)
+
+
+def merge_blocks(
+    score: Block,
+    m: int,
+    n: int,
+    k: int,
+    *,
+    allowed: NDArray[np.bool_] | None = None,
+    exclude: Sequence[Sequence[int]] | None = None,
+    bonus: Scores | None = None,
+    step: int,
+) -> tuple[NDArray[np.intp], Scores]:
+    """The running top-k of :func:`search_batch` over ``n`` rows scored ``step`` rows at a
+    time by ``score`` (the exact matrix, or a compact copy of it)."""
     if exclude is not None and len(exclude) != m:
         raise ValueError("exclude needs one entry per query")
     best_val = np.full((m, max(k, 0)), NEG_INF, dtype=np.float32)
@@ -204,21 +238,13 @@ def search_batch(
         ex_r = np.concatenate([np.asarray(e, dtype=np.intp).reshape(-1) for e in exclude])
         order = np.argsort(ex_r, kind="stable")
         ex_q, ex_r = ex_q[order], ex_r[order]
-    step = block_rows or _block_rows(m, n)
-    if matrix.dtype != np.float32:
-        step = min(step, _upcast_rows(matrix, d))
-        upcast = np.empty((min(step, n), d), dtype=np.float32)
     buf = np.empty((m, min(step, n)), dtype=np.float32)
     q_ids = np.arange(m, dtype=np.intp)
     for a in range(0, n, step):
         b = min(n, a + step)
         width = b - a
-        block = matrix[a:b]
-        if matrix.dtype != np.float32:
-            np.copyto(upcast[:width], block, casting="same_kind")
-            block = upcast[:width]
         s = buf[:, :width]
-        np.matmul(q, block.T, out=s)
+        score(a, b, s)
         if bonus is not None:
             s += bonus[a:b]
         if allowed is not None:

@@ -60,11 +60,16 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
     dsn = stores.store_dsn(args)
     if dsn is not None:
         stores.require_driver()
+        if args.scan not in (None, "none"):
+            raise CliError(
+                "--scan is for index directories; a --store searches with its HNSW index"
+            )
         if args.rebuild:
             stores.drop(dsn)
     index_dir = Path(args.index)
     target = stores.shown(dsn) if dsn is not None else str(index_dir)
     started = time.perf_counter()
+    scan: dict[str, object] | None = None
     with (
         open_client(args) as embedder,
         ProgressBar("embedding", enabled=not args.no_progress) as bar,
@@ -79,7 +84,7 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
                 halfvec=args.dtype == "float16",
             )
         else:
-            _index, report = recommender.build_index(
+            built, report = recommender.build_index(
                 index_dir,
                 catalog,
                 embedder,
@@ -87,7 +92,9 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
                 rebuild=args.rebuild,
                 dtype=args.dtype,
                 chunk_size=args.chunk_size,
+                scan=args.scan,
             )
+            scan = built.manifest.scan if built.manifest is not None else None
         identity = report.identity or embedder.identity
     seconds = time.perf_counter() - started
     if args.json:
@@ -103,6 +110,7 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
                 "unchanged": report.unchanged,
                 "model": identity.model if identity else None,
                 "dimensions": identity.dimensions if identity else None,
+                "scan": scan,
                 "seconds": round(seconds, 3),
             },
             out,
@@ -116,6 +124,10 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
     print(f"  {counts}", file=out)
     if identity is not None:
         print(f"  model {identity}", file=out)
+    if scan is not None:
+        recall = scan.get("recall_at_10")
+        measured = f", recall@10 {recall:.3f} against an exact scan" if recall is not None else ""
+        print(f"  scan copy {scan['kind']}{measured}", file=out)
     print(f"  {seconds:.1f} s{' (nothing changed)' if report.unchanged else ''}", file=out)
     return EXIT_OK
 

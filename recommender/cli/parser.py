@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from ..index.build import DEFAULT_CHUNK_SIZE
+from ..index.scan import check_request
 from .config import API_KEY_ENV, REPLICAS_ENV, STORE_ENV
 from .errors import EXIT_USAGE
 
@@ -33,6 +34,13 @@ def _converted(raw: str, convert: Callable[[str], _T], expected: str) -> _T:
         return convert(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {raw!r}") from None
+
+
+def _scan_request(text: str) -> str:
+    try:
+        return check_request(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(raw: str) -> int:
@@ -262,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="storage type of the vectors (float16 halves the size, halfvec with --store, "
         "chosen when the index is created; default float32)",
+    )
+    p.add_argument(
+        "--scan",
+        type=_scan_request,
+        default=None,
+        metavar="KIND",
+        help="compact copy that searches scan before rescoring the best rows exactly: auto "
+        "(int8 from 100,000 books), none, int8, mrl256 or int8-mrl256 (Matryoshka prefix, "
+        "for Qwen3-Embedding); index directories only; default: what the index was built "
+        "with, else auto",
     )
     p.add_argument(
         "--chunk-size",

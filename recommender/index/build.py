@@ -22,6 +22,7 @@ from .compat import check_compatible
 from .files import build_lock
 from .plan import BuildPlan, Rows, plan_build
 from .publish import BLOCK_ROWS, Fill, collect_garbage, next_manifest, publish
+from .scan import ScanPlan, check_request, resolve_scan
 from .staging import Staging
 from .vector_index import VectorIndex
 
@@ -58,10 +59,13 @@ class BuildSettings:
     dtype: str = "float32"
     chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: ProgressCallback | None = None
+    scan: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', not {self.dtype!r}")
+        if self.scan is not None:
+            object.__setattr__(self, "scan", check_request(self.scan))
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
 
@@ -75,6 +79,7 @@ def build_index(
     rebuild: bool = False,
     dtype: str = "float32",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    scan: str | None = None,
 ) -> tuple[VectorIndex, IndexReport]:
     """Create or update the index in ``path`` for ``catalog``; return it and a report.
 
@@ -84,9 +89,19 @@ def build_index(
     existing vectors (needed to switch models). If the embedder serves another model or
     dimension than the existing index: :class:`IndexMismatchError`. If embedding fails:
     :class:`IndexBuildError` (finished chunks are kept; run again to resume).
+
+    ``scan`` chooses the compact copy that searches scan first (:mod:`.scan`): ``auto`` (int8
+    for indexes of 100,000 books or more), ``none``, ``int8``, ``mrl256`` or ``int8-mrl256``;
+    by default the one the index was built with, else ``auto``. Codes of unchanged books are
+    reused.
     """
     settings = BuildSettings(
-        directory=Path(path), rebuild=rebuild, dtype=dtype, chunk_size=chunk_size, progress=progress
+        directory=Path(path),
+        rebuild=rebuild,
+        dtype=dtype,
+        chunk_size=chunk_size,
+        progress=progress,
+        scan=scan,
     )
     if len(catalog) == 0:
         raise RecommenderError("the catalog is empty: nothing to index")
@@ -151,6 +166,7 @@ class _Build:
             and previous is not None
             and plan.unchanged
             and previous.dtype == self.settings.dtype
+            and self.settings.scan in (None, previous.scan_request)
         ):
             self.staging.clear()
             collect_garbage(directory, previous.generation)
@@ -165,11 +181,36 @@ class _Build:
             dtype=self.settings.dtype,
             formats=self.embedder.prompt_formats,
             last_build=plan.counts(),
+            scan_request=self.settings.scan,
         )
         fill = self.fill(plan, self.identity.dimensions)
-        publish(directory, manifest, fill, ids=self.rows.ids, hashes=self.rows.hashes)
+        publish(
+            directory,
+            manifest,
+            fill,
+            ids=self.rows.ids,
+            hashes=self.rows.hashes,
+            scan=self.scan_plan(plan, manifest.scan_request),
+        )
         self.staging.clear()
         return VectorIndex.open(directory), self.report(plan)
+
+    def scan_plan(self, plan: BuildPlan, request: str) -> ScanPlan | None:
+        """The scan copy of the new generation; books whose vector is reused keep their codes."""
+        assert self.identity is not None
+        try:
+            spec = resolve_scan(request, len(self.rows.ids), self.identity.dimensions)
+        except ValueError as exc:
+            raise RecommenderError(f"--scan {request}: {exc}") from exc
+        if spec is None:
+            return None
+        old = self.old.scan if self.old is not None else None
+        if old is None:
+            return ScanPlan(spec)
+        rows = np.fromiter(
+            (plan.reuse.get(i, -1) for i in self.rows.ids), dtype=np.intp, count=len(self.rows.ids)
+        )
+        return ScanPlan(spec, old, rows)
 
     def report(self, plan: BuildPlan, *, unchanged: bool = False) -> IndexReport:
         return IndexReport(

@@ -40,6 +40,10 @@ class IndexManifest:
     query_format: str | None = None
     instruction: str | None = None
     last_build: dict[str, int] = field(default_factory=dict)
+    #: The scan copy asked for (``auto``, ``none`` or a kind such as ``int8``), kept across
+    #: updates, and the copy the generation holds (its kind, oversample and measured recall).
+    scan_request: str = "auto"
+    scan: dict[str, Any] | None = None
 
     @property
     def dimensions(self) -> int:
@@ -66,15 +70,27 @@ class IndexManifest:
             "query_format": self.query_format,
             "instruction": self.instruction,
             "generation": self.generation,
-            "files": {
-                "vectors": f"{self.generation}/vectors.npy",
-                "ids": f"{self.generation}/ids.json",
-                "hashes": f"{self.generation}/hashes.json",
-            },
+            "files": self.files(),
+            "scan_request": self.scan_request,
+            "scan": dict(self.scan) if self.scan is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "last_build": dict(self.last_build),
         }
+
+    def files(self) -> dict[str, str]:
+        """The generation's data files, relative to the index directory."""
+        gen = self.generation
+        out = {
+            "vectors": f"{gen}/vectors.npy",
+            "ids": f"{gen}/ids.json",
+            "hashes": f"{gen}/hashes.json",
+        }
+        if self.scan is not None:
+            out["scan"] = f"{gen}/scan.npy"
+            if str(self.scan.get("kind", "")).startswith("int8"):
+                out["scan_scale"] = f"{gen}/scan-scale.npy"
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: Path) -> IndexManifest:
@@ -105,9 +121,19 @@ class IndexManifest:
                 query_format=data.get("query_format"),
                 instruction=data.get("instruction"),
                 last_build={k: int(v) for k, v in dict(data.get("last_build") or {}).items()},
+                scan_request=str(data.get("scan_request") or "auto"),
+                scan=_scan_info(data.get("scan")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptIndexError(f"{where}: invalid manifest ({exc})") from exc
+
+
+def _scan_info(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise ValueError(f"bad scan copy {value!r}")
+    return dict(value)
 
 
 def read_manifest(directory: Path) -> IndexManifest:

@@ -6,6 +6,7 @@ import contextlib
 import secrets
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bookrec.client import ModelIdentity, PromptFormats
 from ..text import BOOK_TEXT_VERSION
 from . import files  # files.fsync is looked up at each call: the crash tests wrap it
 from .manifest import GENERATION_RE, MANIFEST_NAME, IndexManifest, timestamp
+from .scan import ScanPlan, write_scan
 
 #: Rows copied at a time into a new generation (bounds the memory a publish needs).
 BLOCK_ROWS = 16_384
@@ -42,6 +44,7 @@ def next_manifest(
     dtype: str,
     formats: PromptFormats | None,
     last_build: dict[str, int] | None = None,
+    scan_request: str | None = None,
 ) -> IndexManifest:
     """The manifest of the generation that follows ``previous`` (created now if it is None)."""
     now = timestamp()
@@ -57,6 +60,7 @@ def next_manifest(
         query_format=formats.query if formats is not None else None,
         instruction=formats.instruction if formats is not None else None,
         last_build=dict(last_build or {}),
+        scan_request=scan_request or (previous.scan_request if previous else "auto"),
     )
 
 
@@ -68,10 +72,13 @@ def publish(
     ids: Sequence[str],
     hashes: Sequence[str],
     extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Write a complete generation, make it the live one, then remove every other one.
+    scan: ScanPlan | None = None,
+) -> IndexManifest:
+    """Write a complete generation, make it the live one, then remove every other one; return
+    the manifest as published (with the scan copy's measured recall).
 
-    ``extra`` maps more file names of the generation to their JSON content.
+    ``extra`` maps more file names of the generation to their JSON content; ``scan`` says
+    which compact scan copy to derive from the vectors (:mod:`.scan`).
 
     Layout of an index directory::
 
@@ -79,6 +86,8 @@ def publish(
           manifest.json          the live generation and its metadata (replaced atomically)
           gen-000007-1a2b3c/     one generation, never modified after it is published
             vectors.npy          (n, d) float32 (or float16), C order, memory-mappable
+            scan.npy             the compact scan copy (int8 codes or a float32 prefix)
+            scan-scale.npy       one float32 scale per row of int8 codes
             ids.json             book ids, row order
             hashes.json          content hash of each row's book text
             live.json            books upserted or deleted one by one since the last build
@@ -101,6 +110,9 @@ def publish(
         )
         fill(vectors)
         vectors.flush()
+        if scan is not None:
+            info = write_scan(tmp, vectors, scan)
+            manifest = replace(manifest, scan=info)
         del vectors
         files.fsync(tmp / "vectors.npy")
         files.write_json(tmp / "ids.json", list(ids))
@@ -115,6 +127,7 @@ def publish(
     files.fsync(directory)
     files.replace_json(directory / MANIFEST_NAME, manifest.to_json())
     collect_garbage(directory, manifest.generation)
+    return manifest
 
 
 def collect_garbage(directory: Path, live: str) -> None:

@@ -20,6 +20,7 @@ from .compat import check_compatible
 from .files import build_lock
 from .manifest import IndexManifest, read_manifest
 from .publish import BLOCK_ROWS, next_manifest, publish
+from .scan import ScanCopy, ScanPlan, calibrate, resolve_scan
 
 
 class VectorIndex:
@@ -27,6 +28,7 @@ class VectorIndex:
 
     ``vectors`` is the stored matrix (float32, or float16 if the index was saved that way; the
     ranking functions convert float16 block by block). ``ids[i]`` is the book of row ``i``.
+    ``scan`` is the compact copy searches scan first, when the index has one (:mod:`.scan`).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class VectorIndex:
         hashes: Sequence[str] | None = None,
         manifest: IndexManifest | None = None,
         path: Path | None = None,
+        scan: ScanCopy | None = None,
     ) -> None:
         if vectors.ndim != 2 or vectors.shape[0] != len(ids):
             raise ValueError(f"{len(ids)} ids but vectors of shape {vectors.shape}")
@@ -56,6 +59,9 @@ class VectorIndex:
         self._hashes = None if hashes is None else tuple(hashes)
         self._manifest = manifest
         self._path = path
+        if scan is not None and len(scan) != len(self._ids):
+            raise ValueError(f"{len(self._ids)} ids but a scan copy of {len(scan)} rows")
+        self._scan = scan
 
     @classmethod
     def from_vectors(
@@ -65,8 +71,10 @@ class VectorIndex:
         identity: ModelIdentity | None = None,
         *,
         hashes: Sequence[str] | None = None,
+        scan: str = "none",
     ) -> VectorIndex:
-        """An in-memory index (rows are L2-normalised into a float32 copy)."""
+        """An in-memory index (rows are L2-normalised into a float32 copy); ``scan`` asks for
+        a compact scan copy as :func:`build_index` does (``none`` by default)."""
         arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim != 2:
             raise ValueError(f"vectors must be a matrix, got shape {arr.shape}")
@@ -74,7 +82,13 @@ class VectorIndex:
             raise ValueError("vectors contain NaN or infinity")
         unit = np.ascontiguousarray(normalize(arr))
         ident = identity or ModelIdentity("unknown", int(unit.shape[1]))
-        return cls(ids, unit, ident, hashes=hashes)
+        spec = resolve_scan(scan, unit.shape[0], unit.shape[1])
+        copy = None
+        if spec is not None:
+            copy = ScanCopy.encode(spec, unit)
+            if not calibrate(unit, copy):
+                copy = None
+        return cls(ids, unit, ident, hashes=hashes, scan=copy)
 
     @classmethod
     def open(
@@ -124,8 +138,13 @@ class VectorIndex:
             raise CorruptIndexError(
                 f"{gen / 'ids.json'} has {len(ids)} ids, the manifest says {manifest.count}"
             )
+        scan = None
+        if manifest.scan is not None:
+            scan = ScanCopy.open(gen, manifest.scan, manifest.count, manifest.dimensions)
         try:
-            index = cls(ids, vectors, manifest.identity, manifest=manifest, path=directory)
+            index = cls(
+                ids, vectors, manifest.identity, manifest=manifest, path=directory, scan=scan
+            )
         except ValueError as exc:
             raise CorruptIndexError(f"the index at {directory} is inconsistent: {exc}") from exc
         return index
@@ -156,6 +175,12 @@ class VectorIndex:
     def manifest(self) -> IndexManifest | None:
         """The manifest of an index opened from disk (``None`` for an in-memory index)."""
         return self._manifest
+
+    @property
+    def scan(self) -> ScanCopy | None:
+        """The compact copy the first stage of a search scans (``None``: searches are exact
+        scans of ``vectors``)."""
+        return self._scan
 
     @property
     def path(self) -> Path | None:
@@ -198,16 +223,18 @@ class VectorIndex:
         """A float32 copy of a book's vector."""
         return np.array(self._vectors[self.row(book_id)], dtype=np.float32)
 
-    def save(self, path: str | Path, *, dtype: str | None = None) -> VectorIndex:
+    def save(
+        self, path: str | Path, *, dtype: str | None = None, scan: str | None = None
+    ) -> VectorIndex:
         """Write this index to ``path`` atomically (a new generation) and return it opened.
 
         Rows without a known content hash get an empty one, so a later :func:`build_index`
-        re-embeds them.
+        re-embeds them. ``scan`` asks for a compact scan copy as :func:`build_index` does.
         """
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         with build_lock(directory):
-            return self.publish_locked(directory, dtype=dtype)
+            return self.publish_locked(directory, dtype=dtype, scan=scan)
 
     def publish_locked(
         self,
@@ -215,9 +242,14 @@ class VectorIndex:
         *,
         dtype: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        scan: str | None = None,
+        reuse: tuple[ScanCopy, NDArray[np.intp]] | None = None,
     ) -> VectorIndex:
         """:meth:`save` for a caller that holds the directory's ``build_lock``; ``extra`` maps
-        more file names of the generation to their JSON content."""
+        more file names of the generation to their JSON content. ``scan`` asks for a compact
+        copy (default: what the directory's manifest asked for, else ``auto``); with
+        ``reuse=(copy, rows)``, row ``i`` takes the codes of ``copy``'s row ``rows[i]`` where
+        that is ``>= 0`` (the same vector)."""
         kind = dtype or str(self._vectors.dtype)
         if kind not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', not {kind!r}")
@@ -233,7 +265,12 @@ class VectorIndex:
             count=len(self._ids),
             dtype=kind,
             formats=self._manifest.prompt_formats if self._manifest else None,
+            scan_request=scan,
         )
+        spec = resolve_scan(manifest.scan_request, len(self._ids), self.dimensions)
+        plan = None
+        if spec is not None:
+            plan = ScanPlan(spec, *reuse) if reuse is not None else ScanPlan(spec)
         source = self._vectors
 
         def fill(out: NDArray[Any]) -> None:
@@ -241,7 +278,7 @@ class VectorIndex:
                 out[a : a + BLOCK_ROWS] = source[a : a + BLOCK_ROWS]
 
         hashes = self.hashes or ("",) * len(self._ids)
-        publish(directory, manifest, fill, ids=self._ids, hashes=hashes, extra=extra)
+        publish(directory, manifest, fill, ids=self._ids, hashes=hashes, extra=extra, scan=plan)
         return VectorIndex.open(directory)
 
     def check_compatible(self, embedder: Embedder) -> None:

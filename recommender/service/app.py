@@ -42,6 +42,7 @@ from bookrec.client import (
 )
 from bookrec.recommender.catalog_files import book_from_record
 
+from ..index.scan import set_scan_threads
 from .batching import BatchingEmbedder, CountingCache, MeteredEmbedder, QueryBatcher
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, TimeoutMiddleware
@@ -285,8 +286,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Requests rank in parallel threads: one BLAS thread each. BLAS's default (a thread
-        # per core in every request thread) oversubscribes the cores many times over.
+        # per core in every request thread) oversubscribes the cores many times over. The
+        # int8 scan of the index's compact copy is kept to one thread per request likewise.
         threadpool_limits(limits=1, user_api="blas")
+        set_scan_threads(1)
         await state.start(open_recommender)
         try:
             yield
