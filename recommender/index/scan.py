@@ -41,6 +41,7 @@ from ..errors import CorruptIndexError
 from ..ranking import NEG_INF, Block, Matrix, merge_blocks, top_k
 from . import files
 
+_nk: Any
 try:  # SIMD int8 kernels; without them int8 codes are widened block by block for BLAS
     import numkong as _nk
 except ImportError:  # pragma: no cover - numkong ships wheels for every supported platform
@@ -324,7 +325,7 @@ class ScanCopy:
 
     def block_rows(self, queries: int) -> int:
         """Rows per block of a batch scan (a few MB of widened codes and of scores)."""
-        width = self.codes.shape[1]
+        width = int(self.codes.shape[1])
         return max(1024, min(len(self), _WIDEN_BYTES // (4 * max(width, queries))))
 
 
@@ -362,13 +363,14 @@ def fill_codes(
 
 def _load(path: Path) -> NDArray[Any]:
     try:
-        return np.load(path, mmap_mode="r")
+        array: NDArray[Any] = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         raise CorruptIndexError(
             f"{path} is missing; rebuild the index with bookrec index --rebuild"
         ) from None
     except (OSError, ValueError) as exc:
         raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+    return array
 
 
 # -- int8 kernels -------------------------------------------------------------------------------

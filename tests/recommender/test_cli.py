@@ -463,3 +463,19 @@ def test_embed_reads_stdin_and_uses_the_cache(
     again = call.json("embed", "first line", "second line", "--cache", "emb.sqlite")
     assert server.embedding_request_count == requests  # both vectors came from the cache
     assert again["data"][1]["embedding"] == data["data"][1]["embedding"]
+
+
+def test_index_scan_copy(call: InProcess) -> None:
+    code, out, err = call("index", "-c", "books.jsonl", "-i", "scanned", "--scan", "int8")
+    assert code == 0, err
+    assert "scan copy int8, recall@10 1.000 against an exact scan" in out
+    manifest = json.loads((call.cwd / "scanned" / "manifest.json").read_text())
+    assert manifest["scan"]["kind"] == "int8" and manifest["scan_request"] == "int8"
+    exact = call.json("similar", "b5", "-c", "books.jsonl", "-i", "idx")
+    two_stage = call.json("similar", "b5", "-c", "books.jsonl", "-i", "scanned")
+    assert [r["id"] for r in two_stage["results"]] == [r["id"] for r in exact["results"]]
+    # The request is kept by later builds; --scan none drops the copy.
+    again = call.json("index", "-c", "books.jsonl", "-i", "scanned")
+    assert again["unchanged"] and again["scan"]["kind"] == "int8"
+    dropped = call.json("index", "-c", "books.jsonl", "-i", "scanned", "--scan", "none")
+    assert dropped["scan"] is None and not dropped["unchanged"]
