@@ -54,7 +54,8 @@ class VectorIndex:
         self._rows = {book_id: row for row, book_id in enumerate(self._ids)}
         if len(self._rows) != len(self._ids):
             raise ValueError("duplicate ids in the index")
-        self._vectors = vectors
+        # A plain view of a memory map: the same pages, without np.memmap's per-slice cost.
+        self._vectors = vectors.view(np.ndarray) if isinstance(vectors, np.memmap) else vectors
         self._identity = identity
         self._hashes = None if hashes is None else tuple(hashes)
         self._manifest = manifest

@@ -43,7 +43,7 @@ def test_first_build_writes_a_complete_index(tmp_path: Path, embedder: FakeEmbed
     assert seen[0] == (0, 12) and seen[-1] == (12, 12)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert len(embedder.calls) == 3  # chunks of 5, 5 and 2
-    assert index.ids == catalog.ids and isinstance(index.vectors, np.memmap)
+    assert index.ids == catalog.ids and isinstance(index.vectors.base, np.memmap)
     assert index.vectors.dtype == np.float32 and index.vectors.shape == (12, 16)
     expected = text_vector(book_text(catalog.books[3]), 16)
     np.testing.assert_allclose(index.vector(catalog.books[3].id), expected, rtol=1e-6)
