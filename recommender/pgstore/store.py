@@ -12,6 +12,10 @@ Reads may go to a streaming replica (``replicas=`` of :meth:`PostgresStore.open`
 :class:`.replicas.ReadRouting`), writes always go to the primary. After its own write the store
 reads from the primary until the replica has replayed that write, and a replica that fails is
 dropped for the primary, so a store never reads older data than it wrote.
+
+Searches from many threads (the HTTP service's) run in parallel on a pool of connections to
+the server reads go to (``pool_size=`` of :meth:`PostgresStore.open`, psycopg's own pool);
+everything else takes turns on the store's connection.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from numpy.typing import NDArray
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bookrec.client import ModelIdentity, PromptFormats, normalize
 
@@ -48,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a store reading from replicas checks again which replica to use.
 REROUTE_SECONDS = 30.0
+#: Seconds a search waits for a connection of the reader pool (or for the pool to open).
+POOL_TIMEOUT = 30.0
 
 _T = TypeVar("_T")
 
@@ -128,7 +135,8 @@ class PostgresStore:
 
     Open an existing index with :meth:`open`, make one with :meth:`create`. The store holds a
     connection to the primary, and one to a replica when it reads from one (``close()`` it, or
-    use ``with``); threads may share it, their calls take turns. Searches, ``len()``, ``in``
+    use ``with``); threads may share it, their calls take turns, except searches when the store
+    has a pool of reader connections (``pool_size`` > 1). Searches, ``len()``, ``in``
     and ``vectors()`` read the database each time, so they see other connections' commits at
     once; ``ids`` is a snapshot taken at open and after this store's own writes, and
     :meth:`refresh` takes a new one when any process changed the store. Deleting a book
@@ -145,8 +153,13 @@ class PostgresStore:
         ef_search: int = 100,
         max_scan_tuples: int = 20_000,
         routing: ReadRouting | None = None,
+        pool_size: int = 1,
     ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
         self._conn = conn
+        self._pool_size = pool_size
+        self._pool: ConnectionPool[Any] | None = None
         self._dsn = dsn
         self._name = index
         self._lock = threading.RLock()
@@ -158,6 +171,8 @@ class PostgresStore:
         self._revision: int | None = None
         if routing is not None and routing.replicas:
             self._route()
+        if pool_size > 1 and self._pool is None:
+            self._pool = self._make_pool(self._read_dsn)
         self.ef_search = ef_search
         self.max_scan_tuples = max_scan_tuples
         #: pgvector's iterative index scan: "strict_order" (default), "relaxed_order" or "off"
@@ -208,6 +223,7 @@ class PostgresStore:
         ef_search: int = 100,
         replicas: Sequence[str] = (),
         max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+        pool_size: int = 1,
     ) -> PostgresStore:
         """Open the index ``index`` of the database at ``dsn`` (``IndexNotFoundError``).
 
@@ -215,12 +231,23 @@ class PostgresStore:
         ``replicas``: DSNs of streaming standbys of ``dsn`` to read from, in order of
         preference; one that is down or lags by more than ``max_lag_bytes`` of write-ahead log
         is skipped (checked at open, then every 30 s and whenever a read on it fails).
+        ``pool_size`` > 1: searches run on a pool of up to that many connections to the server
+        reads go to, so that threads search in parallel (one connection is opened at once,
+        the others when concurrent searches need them).
         """
         conn = cls._connect(dsn)
         try:
             check_schema(conn)
             routing = ReadRouting(dsn, tuple(replicas), max_lag_bytes) if replicas else None
-            return cls(conn, dsn, index, exact=exact, ef_search=ef_search, routing=routing)
+            return cls(
+                conn,
+                dsn,
+                index,
+                exact=exact,
+                ef_search=ef_search,
+                routing=routing,
+                pool_size=pool_size,
+            )
         except BaseException:
             conn.close()
             raise
@@ -263,6 +290,9 @@ class PostgresStore:
             raise
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._read_conn is not self._conn:
             self._read_conn.close()
         self._conn.close()
@@ -375,8 +405,7 @@ class PostgresStore:
             raise ValueError(
                 f"queries must be an (m, {self._identity.dimensions}) matrix, got {matrix.shape}"
             )
-        with self._lock:
-            return self._search(matrix, k, filters, exclude)
+        return self._search(matrix, k, filters, exclude)
 
     def _search(
         self,
@@ -413,7 +442,7 @@ class PostgresStore:
                     cursors.append(conn.execute(query, args))
                 return [cursor.fetchall() for cursor in cursors]
 
-        results = self._on_reader(run)
+        results = self._on_reader(run, pooled=True)
         out = []
         for records in results:
             ids = tuple(r[0] for r in records)
@@ -551,10 +580,35 @@ class PostgresStore:
 
     # -- replicas ----------------------------------------------------------------------------
 
-    def _on_reader(self, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    def _on_reader(
+        self, read: Callable[[psycopg.Connection[Any]], _T], *, pooled: bool = False
+    ) -> _T:
         """``read(conn)`` on the connection reads use now; a replica that fails is dropped
-        and the read is made again on the primary."""
-        conn = self._conn if self._behind() else self._read_conn
+        and the read is made again on the primary. ``pooled``: on a connection of the reader
+        pool when there is one, without taking turns with the store's other calls."""
+        with self._lock:
+            behind = self._behind()
+            pool, dsn = self._pool, self._read_dsn
+            if not pooled or pool is None or behind:
+                return self._read_locked(read, behind)
+        try:
+            with pool.connection(timeout=POOL_TIMEOUT) as conn:
+                return read(conn)
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            if dsn == self._dsn:
+                raise
+            with self._lock:
+                logger.warning(
+                    "replica %s failed (%s); reading from the primary",
+                    mask_dsn(dsn),
+                    mask_dsn(str(err).strip()),
+                )
+                if self._read_dsn == dsn:
+                    self._use(self._conn, self._dsn)
+                return read(self._conn)
+
+    def _read_locked(self, read: Callable[[psycopg.Connection[Any]], _T], behind: bool) -> _T:
+        conn = self._conn if behind else self._read_conn
         if conn is self._conn:
             return read(conn)
         try:
@@ -567,6 +621,28 @@ class PostgresStore:
             )
             self._use(self._conn, self._dsn)
         return read(self._conn)
+
+    def _make_pool(self, dsn: str) -> ConnectionPool[Any] | None:
+        """A pool of reader connections to ``dsn`` (``None`` when ``pool_size`` is 1)."""
+        if self._pool_size <= 1:
+            return None
+        pool: ConnectionPool[Any] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs={"autocommit": True},
+            configure=register_vector,
+            name="bookrec-readers",
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except PoolTimeout:
+            pool.close()
+            raise RecommenderError(
+                f"cannot connect to PostgreSQL at {mask_dsn(dsn)} for the reader pool"
+            ) from None
+        return pool
 
     def _behind(self) -> bool:
         """Whether the replica has yet to replay this store's last write."""
@@ -610,6 +686,15 @@ class PostgresStore:
 
     def _use(self, conn: psycopg.Connection[Any], dsn: str) -> None:
         old = self._read_conn
+        changed = dsn != self._read_dsn or self._pool is None
         self._read_conn, self._read_dsn = conn, dsn
         if old is not self._conn and old is not conn:
             old.close()
+        if changed and self._pool_size > 1:
+            old_pool, self._pool = self._pool, None
+            if old_pool is not None:
+                old_pool.close(timeout=1.0)
+            try:
+                self._pool = self._make_pool(dsn)
+            except RecommenderError as err:
+                logger.warning("%s; searches take turns on one connection", err)

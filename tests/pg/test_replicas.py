@@ -128,19 +128,22 @@ def test_a_lagging_or_dead_replica_is_skipped(
     assert "is unavailable" in caplog.text and "secret" not in caplog.text
 
 
+@pytest.mark.parametrize("pool_size", [1, 3])
 def test_a_store_opened_with_replicas_reads_there_and_writes_to_the_primary(
-    pair: tuple[EmbeddedServer, Standby],
+    pair: tuple[EmbeddedServer, Standby], pool_size: int
 ) -> None:
     primary, standby = pair
     books = make_books(12)
     vectors = normalize(np.random.default_rng(9).normal(size=(12, 8)))
-    with PostgresStore.create(primary.dsn, IDENTITY, index="routed") as store:
+    name = f"routed{pool_size}"
+    with PostgresStore.create(primary.dsn, IDENTITY, index=name) as store:
         store.upsert(books[:11], vectors[:11], [f"h{i}" for i in range(11)])
     routing = ReadRouting(primary.dsn, [standby.dsn])
     _caught_up(routing, standby.dsn)
+    opened = {"index": name, "replicas": [standby.dsn], "pool_size": pool_size}
     with (
-        PostgresStore.open(primary.dsn, index="routed", replicas=[standby.dsn]) as store,
-        PostgresStore.open(primary.dsn, index="routed", replicas=[standby.dsn]) as other,
+        PostgresStore.open(primary.dsn, **opened) as store,  # type: ignore[arg-type]
+        PostgresStore.open(primary.dsn, **opened) as other,  # type: ignore[arg-type]
     ):
         assert store.read_dsn == standby.dsn
         writer = Recommender(Catalog(books[:11]), store, follow=True)
@@ -155,18 +158,25 @@ def test_a_store_opened_with_replicas_reads_there_and_writes_to_the_primary(
         assert other.read_dsn == standby.dsn
 
 
+@pytest.mark.parametrize("pool_size", [1, 3])
 def test_a_store_falls_back_to_the_primary_when_its_replica_dies(
-    tmp_path: Path, pair: tuple[EmbeddedServer, Standby], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    pair: tuple[EmbeddedServer, Standby],
+    caplog: pytest.LogCaptureFixture,
+    pool_size: int,
 ) -> None:
     primary, _ = pair
     books = make_books(6)
     vectors = normalize(np.random.default_rng(3).normal(size=(6, 8)))
-    with PostgresStore.create(primary.dsn, IDENTITY, index="fallback") as store:
+    name = f"fallback{pool_size}"
+    with PostgresStore.create(primary.dsn, IDENTITY, index=name) as store:
         store.upsert(books, vectors, [f"h{i}" for i in range(6)])
     second = Standby(tmp_path / "second", primary).start()
     try:
         _caught_up(ReadRouting(primary.dsn, [second.dsn]), second.dsn)
-        store = PostgresStore.open(primary.dsn, index="fallback", replicas=[second.dsn])
+        store = PostgresStore.open(
+            primary.dsn, index=name, replicas=[second.dsn], pool_size=pool_size
+        )
     finally:
         second.stop()
     with store, caplog.at_level(logging.WARNING, logger="bookrec.recommender.pgstore.store"):

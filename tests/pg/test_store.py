@@ -3,6 +3,8 @@ numpy store, HNSW with selective filters, migrations, bound parameters, masked p
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -314,3 +316,39 @@ def test_the_password_never_shows(
         assert err.value.__cause__ is None or SECRET not in str(err.value.__cause__)
     assert all(SECRET not in m for m in messages)
     assert SECRET not in caplog.text
+
+
+def test_a_reader_pool_searches_from_many_threads_at_once(
+    store: PostgresStore, pg_dsn: str, books: list[Book], vectors: np.ndarray
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = [store.search(vectors[i : i + 1], 5)[0].ids for i in range(16)]
+    with PostgresStore.open(pg_dsn, pool_size=4) as pooled:
+        # Each search holds its connection for 0.3 s (pg_sleep in the same transaction), so
+        # that concurrent searches need connections of their own.
+        pids: set[int] = set()
+        lock = threading.Lock()
+        real = pooled._settings
+
+        def slow_settings(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+            real(conn)
+            row = conn.execute("SELECT pg_backend_pid(), pg_sleep(0.3)").fetchone()
+            with lock:
+                pids.add(int(row[0]))
+
+        pooled._settings = slow_settings  # type: ignore[method-assign]
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i: pooled.search(vectors[i : i + 1], 5)[0].ids, range(16)))
+        elapsed = time.monotonic() - started
+        assert got == expected
+        assert 2 <= len(pids) <= 4  # searches ran on several connections, at most the pool's
+        assert elapsed < 16 * 0.3 * 0.6  # in parallel: well under the 4.8 s of one at a time
+        # Writes still go through the store's own connection, and the next search sees them.
+        pooled.upsert([books[0]], -vectors[1:2], ["h-changed"])
+        (hits,) = pooled.search(-vectors[1:2], 1)
+        assert hits.ids == (books[0].id,)
+    with pytest.raises(ValueError, match="pool_size"):
+        PostgresStore.open(pg_dsn, pool_size=0)
