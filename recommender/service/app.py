@@ -12,8 +12,11 @@ by every worker's next request.
 # name aliases local to create_app (its limits are settings), so they must be evaluated.
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,11 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Response, Security
+from fastapi import Depends, FastAPI, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -85,6 +89,45 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+#: Where /docs finds Swagger UI's files: the service serves them itself, never from a CDN.
+DOCS_ASSETS = "/docs/assets"
+#: The files of swagger-ui-dist that /docs loads (fastapi-swagger ships them unchanged).
+_SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def _docs_headers(html: str) -> dict[str, str]:
+    """The page's policy for /docs, which also allows the one inline script of the HTML that
+    FastAPI's ``get_swagger_ui_html`` writes (Swagger UI's init) by its SHA-256 hash: that
+    HTML carries no nonce, and the hash keeps every other inline script out. Swagger UI's CSS
+    draws its icons from ``data:`` images."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in _INLINE_SCRIPT.findall(html)
+    )
+    policy = _PAGE_HEADERS["Content-Security-Policy"].replace(
+        "script-src 'self'", f"script-src 'self' {hashes}"
+    )
+    policy = policy.replace("img-src 'self'", "img-src 'self' data:")
+    return _PAGE_HEADERS | {"Content-Security-Policy": policy}
+
+
+class _SwaggerFiles(StaticFiles):
+    """StaticFiles over fastapi-swagger's folder that serves only Swagger UI's files."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if path not in _SWAGGER_FILES:
+            return "", None
+        return super().lookup_path(path)
+
+
+def _swagger_dir() -> Path | None:
+    try:
+        return Path(str(resources.files("fastapi_swagger.resources")))
+    except ModuleNotFoundError:
+        return None
 
 
 def _sample_catalog() -> Path:
@@ -301,6 +344,8 @@ def create_app(
         summary="Content-based book recommendations on Qwen3-Embedding",
         version=_version(),
         lifespan=lifespan,
+        # /docs is ours (below): FastAPI's loads Swagger UI from a CDN.
+        docs_url=None,
     )
     app.state.service = state
     install_handlers(app)
@@ -494,6 +539,38 @@ def create_app(
         return FileResponse(index, media_type="text/html", headers=_PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=static, check_dir=False), name="static")
+
+    # Swagger UI, as FastAPI's default /docs (no API key needed, like /openapi.json) but with
+    # its files served from the installed fastapi-swagger package instead of a CDN, and under
+    # a Content-Security-Policy that allows them and the page's inline init script by hash.
+    swagger = _swagger_dir()
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        if swagger is None:
+            return problem_response(
+                404, "not-found", "Swagger UI is not installed: pip install 'bookrec[serve]'"
+            )
+        root = request.scope.get("root_path", "").rstrip("/")
+        assets = root + DOCS_ASSETS
+        html = get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+            oauth2_redirect_url=root + "/docs/oauth2-redirect",
+        )
+        body = bytes(html.body).decode()
+        return HTMLResponse(body, headers=_docs_headers(body))
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def docs_oauth2_redirect() -> Response:
+        # Kept as FastAPI has it (its inline script, no policy); the API has no OAuth2 flow.
+        return get_swagger_ui_oauth2_redirect_html()
+
+    if swagger is not None:
+        app.mount(DOCS_ASSETS, _SwaggerFiles(directory=swagger), name="docs-assets")
 
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -3,6 +3,7 @@ API keys, two workers on one index, graceful shutdown, a PostgreSQL store."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -301,6 +302,36 @@ def test_the_page_and_its_files(service: Service) -> None:
     problem(service.http.get("/static/none.js"), 404, "not-found")
 
 
+def test_docs_load_swagger_ui_from_the_service(service: Service) -> None:
+    """/docs links only the service's own copy of Swagger UI's files, never a CDN."""
+    docs = service.http.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    links = re.findall(r'(?:src|href)="([^"]*)"', docs.text)
+    assert sorted(links) == [
+        "/docs/assets/favicon-32x32.png",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+    ], links
+    assert "://" not in docs.text, docs.text
+    policy = docs.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self' 'sha256-" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert docs.headers["x-content-type-options"] == "nosniff"
+    for name, kind in (
+        ("swagger-ui-bundle.js", "text/javascript"),
+        ("swagger-ui.css", "text/css"),
+        ("favicon-32x32.png", "image/png"),
+    ):
+        asset = service.http.get(f"/docs/assets/{name}")
+        assert asset.status_code == 200, name
+        assert asset.headers["content-type"].split(";")[0] == kind, asset.headers
+        assert len(asset.content) > 100 and "etag" in asset.headers
+    assert b"SwaggerUIBundle" in service.http.get("/docs/assets/swagger-ui-bundle.js").content
+    # Only Swagger UI's files: not the rest of the package's folder.
+    for name in ("__init__.py", "none.js", "../__init__.py"):
+        problem(service.http.get(f"/docs/assets/{name}"), 404, "not-found")
+
+
 # -- configurations ---------------------------------------------------------------------------
 
 
@@ -332,6 +363,8 @@ def test_api_keys(start_service: StartService, embedding: FakeSGLang, tmp_path: 
     assert http.delete("/v1/books/k1", headers=auth("file-writer")).status_code == 204
     assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
     assert http.get("/metrics").status_code == 200
+    for open_path in ("/docs", "/openapi.json", "/docs/assets/swagger-ui-bundle.js"):
+        assert http.get(open_path).status_code == 200, open_path  # no key needed
     cmdline = Path(f"/proc/{service.proc.pid}/cmdline").read_bytes()
     for secret in ("reader-key", "writer-key", "file-writer"):
         assert secret not in service.line and secret not in service.stderr()

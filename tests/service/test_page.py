@@ -579,3 +579,40 @@ def test_api_key_and_problem_details(
     assert kept == "reader-key"
     stored = page.page.evaluate("() => JSON.stringify(localStorage)")
     assert "reader-key" not in stored
+
+
+def test_api_docs_render_with_no_other_origin(page_service: Service, open_page: Any) -> None:
+    """/docs (Swagger UI) works offline: its files come from the service, and every request
+    to another origin is aborted (``Page`` routes ``**/*``) and fails the test."""
+    spec = _api(page_service, "GET", "/openapi.json")
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    page = open_page(page_service)
+    page.page.goto(page.base_url + "/docs")
+    ui = page.page.locator("#swagger-ui")
+    expect(ui.locator(".info .title")).to_contain_text("bookrec")
+    expect(ui.locator(".opblock")).to_have_count(operations)
+    similar = ui.locator(".opblock-get").filter(
+        has=page.page.locator('.opblock-summary-path[data-path="/v1/books/{id}/similar"]')
+    )
+    expect(similar).to_be_visible()
+    expect(similar.locator(".opblock-summary-path")).to_have_text("/v1/books/{id}/similar")
+    expect(ui.get_by_text("Unable to render this definition")).to_have_count(0)
+    page.screenshot("api-docs")
+
+    # Try it out: the request goes to the service and its answer is shown.
+    similar.locator(".opblock-summary").click()
+    similar.locator(".try-out__btn").click()
+    similar.locator('.parameters input[placeholder="id"]').fill("en-0001")
+    similar.locator(".execute").click()
+    answer = similar.locator(".live-responses-table tbody .response")
+    expect(answer.locator(".response-col_status")).to_have_text("200")
+    expect(answer).to_contain_text('"similar_to": "en-0001"')
+    assert page.api_requests("/v1/books/en-0001/similar"), [r.url for r in page.requests]
+    loaded = {r.url.removeprefix(page.base_url) for r in page.requests}
+    assert {
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/openapi.json",
+    } <= loaded, loaded
+    answer.scroll_into_view_if_needed()
+    page.screenshot("api-docs-try-it-out", full_page=False)
