@@ -6,6 +6,7 @@ from bookrec.client import ClientConfig, EmbeddingClient
 with EmbeddingClient(ClientConfig.from_env()) as embedder:
     books = embedder.embed_documents(["A quiet novel about ...", ...])      # (n, d) float32
     query = embedder.embed_queries(["cosy mysteries set in Kyoto"])        # unit rows
+    best = embedder.rerank("cosy mysteries set in Kyoto", texts, top_n=10)  # Qwen3-Reranker
 scores = books @ query[0]
 ```
 """
@@ -13,7 +14,7 @@ scores = books @ query[0]
 from ._async import AsyncEmbeddingClient
 from ._cache import EmbeddingCache
 from ._config import ClientConfig, Endpoint, PromptTemplate, RetryPolicy
-from ._constants import DEFAULT_INSTRUCTION
+from ._constants import DEFAULT_INSTRUCTION, DEFAULT_RERANK_INSTRUCTION
 from ._exceptions import (
     CacheError,
     ConfigurationError,
@@ -27,20 +28,31 @@ from ._exceptions import (
 )
 from ._health import check_ready, list_models, wait_until_ready
 from ._models import MIN_DIMENSIONS, QWEN3_EMBEDDING_MODELS, EmbeddingModelSpec, known_model_width
-from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
+from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS, SGLANG_RERANK_ERRORS
 from ._sync import EmbeddingClient
 from ._text import estimate_tokens, is_cjk
-from ._types import AsyncEmbedder, Embedder, ModelIdentity, ProgressCallback, PromptFormats
+from ._types import (
+    AsyncEmbedder,
+    AsyncReranker,
+    Embedder,
+    ModelIdentity,
+    ProgressCallback,
+    PromptFormats,
+    Reranker,
+    RerankResult,
+)
 from ._vectors import normalize
 
 # Plain code-point order (tests/test_exported_members.py), not ruff's constants-first order.
 __all__ = [  # noqa: RUF022
     "AsyncEmbedder",
     "AsyncEmbeddingClient",
+    "AsyncReranker",
     "CacheError",
     "ClientConfig",
     "ConfigurationError",
     "DEFAULT_INSTRUCTION",
+    "DEFAULT_RERANK_INSTRUCTION",
     "Embedder",
     "EmbeddingCache",
     "EmbeddingClient",
@@ -59,9 +71,12 @@ __all__ = [  # noqa: RUF022
     "PromptFormats",
     "PromptTemplate",
     "QWEN3_EMBEDDING_MODELS",
+    "RerankResult",
+    "Reranker",
     "RetryPolicy",
     "SGLANG_INPUT_ERRORS",
     "SGLANG_REQUEST_ERRORS",
+    "SGLANG_RERANK_ERRORS",
     "check_ready",
     "estimate_tokens",
     "is_cjk",

@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ParamSpec
+from typing import ParamSpec, TypeVar
 
 import openai
 
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
-from ._flow import Deadline, Flow, Outcome, Request, Sleep
+from ._flow import AnyFlow, Deadline, Outcome, Request, Sleep
 from ._planning import CallPlan, Role
+from ._rerank import RerankCall, merge_results
 from ._session import EmbeddingSession, open_cache
-from ._types import ModelIdentity, ProgressCallback, PromptFormats, Vectors
+from ._types import ModelIdentity, ProgressCallback, PromptFormats, RerankResult, Vectors
 from ._wire import sdk_options
 
 __all__ = ["AsyncEmbeddingClient"]
 
 _P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class AsyncEmbeddingClient:
@@ -91,6 +93,31 @@ class AsyncEmbeddingClient:
     ) -> Vectors:
         """Vectors for queries, formatted with ``instruction`` (default: the configured one)."""
         return await self._embed(texts, "query", instruction, progress)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        top_n: int | None = None,
+    ) -> list[RerankResult]:
+        """Score ``documents`` against ``query``, best first (see ``EmbeddingClient.rerank``);
+        batches run as tasks under the same semaphore as embedding batches."""
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        call = self._session.plan_rerank(query, documents, instruction, top_n)
+        deadline = self._session.start_deadline()
+        tasks = [
+            asyncio.ensure_future(self._rerank_batch(call, batch, deadline))
+            for batch in call.batches
+        ]
+        try:
+            parts = [await task for task in tasks]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return merge_results(call, parts)
 
     async def probe(self) -> ModelIdentity:
         """The model identity, making one tiny request if it is not known yet."""
@@ -171,7 +198,13 @@ class AsyncEmbeddingClient:
         async with self._slots:
             return batch, await self._run(self._session.flow.embed(texts, origins, deadline))
 
-    async def _run(self, flow: Flow) -> Vectors:
+    async def _rerank_batch(
+        self, call: RerankCall, batch: list[int], deadline: Deadline
+    ) -> list[RerankResult]:
+        async with self._slots:
+            return await self._run(self._session.flow.rerank(call, batch, deadline))
+
+    async def _run(self, flow: AnyFlow[_R]) -> _R:
         outcome: Outcome = None
         try:
             action = next(flow)
@@ -183,7 +216,7 @@ class AsyncEmbeddingClient:
                     outcome = await self._send(action)
                 action = flow.send(outcome)
         except StopIteration as done:
-            result: Vectors = done.value
+            result: _R = done.value
             return result
         finally:
             flow.close()
@@ -196,7 +229,7 @@ class AsyncEmbeddingClient:
         sdk = self._sdks[request.endpoint]
         try:
             return await sdk.post(
-                "/embeddings",
+                request.path,
                 body=request.body,
                 cast_to=str,
                 options={"timeout": request.timeout},

@@ -27,6 +27,9 @@ from ._constants import (
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_MAX_WAIT,
     DEFAULT_MODEL,
+    DEFAULT_RERANK_BASE_URL,
+    DEFAULT_RERANK_BATCH_SIZE,
+    DEFAULT_RERANK_INSTRUCTION,
     DEFAULT_TIMEOUT,
 )
 from ._exceptions import ConfigurationError
@@ -155,6 +158,10 @@ class ClientConfig:
     - ``max_concurrency``: batches in flight at once per client.
     - ``cache_path``: an SQLite file for a persistent cache, or ``None``.
     - ``encoding_format``: ``"base64"`` (about 3x smaller) or ``"float"``; both are parsed.
+    - ``rerank_endpoints``: the reranker's servers (SGLang's ``/v1/rerank``, its own port),
+      tried in order like ``endpoints``, with their own circuit breakers; the same timeouts,
+      deadline, retries and concurrency apply. ``rerank_instruction`` is the default task
+      sent as ``instruct``; ``rerank_batch_size`` the most documents per request.
     """
 
     endpoints: tuple[Endpoint, ...] = (Endpoint(DEFAULT_BASE_URL),)
@@ -171,17 +178,13 @@ class ClientConfig:
     prompts: PromptTemplate = field(default_factory=PromptTemplate)
     cache_path: str | None = None
     encoding_format: EncodingFormat = "base64"
+    rerank_endpoints: tuple[Endpoint, ...] = (Endpoint(DEFAULT_RERANK_BASE_URL),)
+    rerank_instruction: str = DEFAULT_RERANK_INSTRUCTION
+    rerank_batch_size: int = DEFAULT_RERANK_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        endpoints: Any = self.endpoints
-        if isinstance(endpoints, str | Endpoint):
-            endpoints = (endpoints,)
-        endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in endpoints)
-        _check(len(endpoints) > 0, "at least one endpoint is required")
-        _check(
-            all(isinstance(e, Endpoint) for e in endpoints), "endpoints must be Endpoint objects"
-        )
-        object.__setattr__(self, "endpoints", endpoints)
+        for name in ("endpoints", "rerank_endpoints"):
+            object.__setattr__(self, name, _endpoint_tuple(getattr(self, name), name))
         if self.cache_path is not None:
             object.__setattr__(self, "cache_path", os.fspath(self.cache_path))
         _check(isinstance(self.retry, RetryPolicy), "retry must be a RetryPolicy")
@@ -194,6 +197,11 @@ class ClientConfig:
         _check(self.max_batch_tokens >= 1, "max_batch_tokens must be >= 1")
         _check(self.max_input_tokens >= 16, "max_input_tokens must be >= 16")
         _check(self.max_concurrency >= 1, "max_concurrency must be >= 1")
+        _check(self.rerank_batch_size >= 1, "rerank_batch_size must be >= 1")
+        _check(
+            isinstance(self.rerank_instruction, str) and bool(self.rerank_instruction.strip()),
+            "rerank_instruction must not be empty",
+        )
         _check(
             self.encoding_format in ("float", "base64"),
             f"encoding_format must be 'float' or 'base64', got {self.encoding_format!r}",
@@ -225,7 +233,9 @@ class ClientConfig:
         ``BASE_URL`` (comma-separated, in fallback order), ``API_KEY``, ``MODEL``,
         ``DIMENSIONS``, ``TIMEOUT``, ``CONNECT_TIMEOUT``, ``DEADLINE`` (``none`` for none),
         ``BATCH_SIZE``, ``MAX_BATCH_TOKENS``, ``MAX_INPUT_TOKENS``, ``MAX_CONCURRENCY``,
-        ``CACHE_PATH``, ``ENCODING_FORMAT``, ``MAX_ATTEMPTS``, ``INSTRUCTION``, ``SYMMETRIC``.
+        ``CACHE_PATH``, ``ENCODING_FORMAT``, ``MAX_ATTEMPTS``, ``INSTRUCTION``, ``SYMMETRIC``;
+        for the reranker ``RERANK_BASE_URL`` (comma-separated), ``RERANK_API_KEY`` (default:
+        ``API_KEY``), ``RERANK_INSTRUCTION``, ``RERANK_BATCH_SIZE``.
         Unset variables keep their defaults.
         """
         env = os.environ if environ is None else environ
@@ -247,6 +257,11 @@ class ClientConfig:
         api_key = env.get(prefix + "API_KEY")
         urls = [u.strip() for u in (get("BASE_URL") or DEFAULT_BASE_URL).split(",") if u.strip()]
         changes["endpoints"] = tuple(Endpoint(u, api_key) for u in urls)
+        rerank_key = env.get(prefix + "RERANK_API_KEY", api_key)
+        rerank_urls = (get("RERANK_BASE_URL") or DEFAULT_RERANK_BASE_URL).split(",")
+        changes["rerank_endpoints"] = tuple(
+            Endpoint(u.strip(), rerank_key) for u in rerank_urls if u.strip()
+        )
         simple: dict[str, tuple[str, Callable[[str], Any]]] = {
             "model": ("MODEL", str),
             "dimensions": ("DIMENSIONS", int),
@@ -258,6 +273,8 @@ class ClientConfig:
             "max_concurrency": ("MAX_CONCURRENCY", int),
             "cache_path": ("CACHE_PATH", str),
             "encoding_format": ("ENCODING_FORMAT", str),
+            "rerank_instruction": ("RERANK_INSTRUCTION", str),
+            "rerank_batch_size": ("RERANK_BATCH_SIZE", int),
         }
         for attr, (name, convert) in simple.items():
             value = parse(name, convert)
@@ -281,6 +298,15 @@ class ClientConfig:
                 prompt_changes["symmetric"] = symmetric
             changes["prompts"] = dataclasses.replace(PromptTemplate(), **prompt_changes)
         return cls(**changes)
+
+
+def _endpoint_tuple(value: Any, name: str) -> tuple[Endpoint, ...]:
+    if isinstance(value, str | Endpoint):
+        value = (value,)
+    endpoints = tuple(Endpoint(e) if isinstance(e, str) else e for e in value)
+    _check(len(endpoints) > 0, f"at least one endpoint is required in {name}")
+    _check(all(isinstance(e, Endpoint) for e in endpoints), f"{name} must be Endpoint objects")
+    return endpoints
 
 
 def _template_fields(template: str, name: str) -> set[str]:

@@ -13,6 +13,10 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_TOKENS = 16384
 DEFAULT_MAX_INPUT_TOKENS = 8192
 DEFAULT_MAX_CONCURRENCY = 4
+#: The reranker is its own server (SGLang without ``--is-embedding``), on its own port.
+DEFAULT_RERANK_BASE_URL = "http://127.0.0.1:30001/v1"
+#: Documents per ``/v1/rerank`` request; a longer list is split and the answers merged.
+DEFAULT_RERANK_BATCH_SIZE = 32
 
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_INITIAL_WAIT = 0.5
@@ -29,3 +33,6 @@ DEFAULT_INSTRUCTION = (
     "Given a reader's interests or a book description, retrieve descriptions of books "
     "that the reader would enjoy"
 )
+
+#: The task Qwen3-Reranker judges for bookrec (Qwen's own default is web search), in English.
+DEFAULT_RERANK_INSTRUCTION = "Given a reader's request, judge whether this book matches it"

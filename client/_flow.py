@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import openai
@@ -30,18 +30,21 @@ from ._exceptions import (
     EmbeddingTimeout,
     EmbeddingUnavailable,
 )
+from ._rerank import RerankCall, parse_rerank_response
 from ._sglang import is_matryoshka_refusal, is_request_level
-from ._types import ModelIdentity, Vectors
+from ._types import ModelIdentity, RerankResult, Vectors
 from ._vectors import normalize
 from ._wire import parse_response, request_body, translate_error
 
 __all__ = [
+    "AnyFlow",
     "Deadline",
     "EndpointState",
     "Flow",
     "Outcome",
     "Request",
     "RequestFlow",
+    "RerankFlow",
     "Sleep",
     "is_input_specific",
 ]
@@ -55,11 +58,13 @@ SPLITTABLE_STATUS = frozenset({400, 413, 422})
 # -- actions the drivers perform --------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Request:
-    """POST ``body`` to ``/embeddings`` of endpoint number ``endpoint``, within ``timeout``."""
+    """POST ``body`` to ``path`` (under ``/v1``) of endpoint number ``endpoint`` (the rerank
+    endpoints are numbered after the embedding ones), within ``timeout``."""
 
     endpoint: int
     body: dict[str, Any]
     timeout: openai.Timeout
+    path: str = "/embeddings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,11 @@ class Sleep:
 Action = Request | Sleep
 #: What a driver sends back: the response body, the SDK's exception, or ``None`` after a sleep.
 Outcome = str | bytes | BaseException | None
-Flow = Generator[Action, Outcome, Vectors]
+_R = TypeVar("_R")
+#: A flow ending in ``_R``: what one attempt, one endpoint or one batch yields and returns.
+AnyFlow = Generator[Action, Outcome, _R]
+Flow = AnyFlow[Vectors]
+RerankFlow = AnyFlow[list[RerankResult]]
 
 
 # -- what the flow reads ----------------------------------------------------------------------
@@ -146,6 +155,9 @@ class RequestFlow:
 
     ``check_identity(seen, url)`` is called with the identity of every response; it raises
     :class:`IncompatibleModelError` for vectors of another model or width.
+
+    :meth:`rerank` scores a batch of documents on the ``rerankers`` (SGLang's ``/v1/rerank``)
+    through the same endpoint loop, retries and breakers; a rerank batch is never split.
     """
 
     def __init__(
@@ -154,12 +166,15 @@ class RequestFlow:
         endpoints: list[EndpointState],
         clock: Clock,
         check_identity: Callable[[ModelIdentity, str], None],
+        rerankers: list[EndpointState] | None = None,
     ) -> None:
         self._config = config
         self._endpoints = endpoints
+        self._rerankers = rerankers or []
         self._clock = clock
         self._check_identity = check_identity
-        self._secrets = tuple(ep.api_key for ep in config.endpoints if ep.api_key)
+        every = (*config.endpoints, *config.rerank_endpoints)
+        self._secrets = tuple(ep.api_key for ep in every if ep.api_key)
         policy = config.retry
         # initial_wait * 2**(attempt - 1), capped, plus up to initial_wait of random jitter
         self._backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait) + (
@@ -169,7 +184,11 @@ class RequestFlow:
     def embed(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
         """Embed one batch; ``origins`` are the texts' indices in the call, for errors."""
         try:
-            return (yield from self._first_answering_endpoint(texts, deadline))
+            return (
+                yield from self._first_answering_endpoint(
+                    self._endpoints, lambda ep: self._request(ep, texts, deadline), deadline
+                )
+            )
         except EmbeddingRejected as exc:
             if exc.index is not None or not is_input_specific(exc):
                 raise
@@ -193,24 +212,43 @@ class RequestFlow:
             right = yield from self.embed(texts[mid:], origins[mid:], deadline)
             return np.concatenate((left, right))
 
-    def _first_answering_endpoint(self, texts: list[str], deadline: Deadline) -> Flow:
+    def rerank(self, call: RerankCall, batch: list[int], deadline: Deadline) -> RerankFlow:
+        """Score one batch of a rerank call (``batch``: indices into ``call.documents``) on the
+        rerank endpoints, with the same retries, fallback and breakers as embedding."""
+        return (
+            yield from self._first_answering_endpoint(
+                self._rerankers,
+                lambda ep: self._rerank_request(ep, call, batch, deadline),
+                deadline,
+                "rerank",
+            )
+        )
+
+    def _first_answering_endpoint(
+        self,
+        endpoints: list[EndpointState],
+        attempt: Callable[[EndpointState], AnyFlow[_R]],
+        deadline: Deadline,
+        kind: str = "embedding",
+    ) -> AnyFlow[_R]:
+        """``attempt`` on each endpoint in order (with retries) until one answers."""
         failures: list[EmbeddingUnavailable] = []
-        for ep in self._endpoints:
+        for ep in endpoints:
             deadline.check()
             if not ep.breaker.allow():
                 logger.debug("skipping %s: circuit open", ep.url)
                 continue
             try:
-                return (yield from self._with_retries(ep, texts, deadline))
+                return (yield from self._with_retries(ep, attempt, deadline))
             except EmbeddingUnavailable as exc:
                 failures.append(exc)
-                if ep is not self._endpoints[-1]:
+                if ep is not endpoints[-1]:
                     logger.warning("%s is unavailable (%s); trying the next endpoint", ep.url, exc)
         deadline.check()
         if not failures:
-            wait = min(ep.breaker.retry_in() for ep in self._endpoints)
+            wait = min(ep.breaker.retry_in() for ep in endpoints)
             raise EmbeddingUnavailable(
-                f"every embedding endpoint failed repeatedly and is cooling down "
+                f"every {kind} endpoint failed repeatedly and is cooling down "
                 f"(circuit open); the next probe is due in {wait:.1f} s"
             )
         last = failures[-1]
@@ -219,13 +257,18 @@ class RequestFlow:
             EmbeddingTimeout if isinstance(last, EmbeddingTimeout) else EmbeddingUnavailable
         )
         raise error_type(
-            f"no embedding endpoint could answer: {detail}",
+            f"no {kind} endpoint could answer: {detail}",
             status_code=last.status_code,
             endpoint=last.endpoint,
             request_id=last.request_id,
         ) from last
 
-    def _with_retries(self, ep: EndpointState, texts: list[str], deadline: Deadline) -> Flow:
+    def _with_retries(
+        self,
+        ep: EndpointState,
+        attempt: Callable[[EndpointState], AnyFlow[_R]],
+        deadline: Deadline,
+    ) -> AnyFlow[_R]:
         policy = self._config.retry
 
         def stop(state: RetryCallState) -> bool:
@@ -253,20 +296,20 @@ class RequestFlow:
         retrying.begin()
         state = RetryCallState(retrying, fn=None, args=(), kwargs={})
         while True:
-            # Vectors once an attempt succeeds; the error itself once tenacity gives up.
+            # The answer once an attempt succeeds; the error itself once tenacity gives up.
             decision = retrying.iter(state)
             if isinstance(decision, DoAttempt):
                 try:
-                    vectors = yield from self._request(ep, texts, deadline)
+                    answer = yield from attempt(ep)
                 except Exception as exc:  # tenacity's retry and stop rules judge it
                     state.set_exception((type(exc), exc, exc.__traceback__))
                 else:
-                    state.set_result(vectors)
+                    state.set_result(answer)
             elif isinstance(decision, DoSleep):
                 state.prepare_for_next_attempt()
                 yield Sleep(float(decision))
             else:
-                result: Vectors = decision
+                result: _R = decision
                 return result
 
     def _wait(self, state: RetryCallState) -> float:
@@ -316,6 +359,24 @@ class RequestFlow:
         matrix = _unit_rows(matrix)
         self._check_identity(ModelIdentity(model, matrix.shape[1]), ep.url)
         return matrix
+
+    def _rerank_request(
+        self, ep: EndpointState, call: RerankCall, batch: list[int], deadline: Deadline
+    ) -> RerankFlow:
+        config = self._config
+        timeout = deadline.request_timeout(config.timeout, config.connect_timeout)
+        outcome = yield Request(ep.index, call.body(batch), timeout, path="/rerank")
+        if isinstance(outcome, BaseException):
+            error = translate_error(outcome, ep.url, self._secrets)
+            if isinstance(error, EmbeddingUnavailable):
+                ep.breaker.record_failure()
+            else:
+                ep.breaker.record_success()  # it answered: the endpoint is up
+            raise error from outcome
+        if not isinstance(outcome, str | bytes):  # pragma: no cover - driver contract
+            raise TypeError(f"expected the response body, got {type(outcome).__name__}")
+        ep.breaker.record_success()
+        return parse_rerank_response(outcome, batch, call.expected(batch), ep.url)
 
 
 def _unit_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -16,6 +16,7 @@ from ._config import ClientConfig
 from ._exceptions import IncompatibleModelError
 from ._flow import Deadline, EndpointState, RequestFlow
 from ._planning import CallPlan, Role, plan_batches, plan_call
+from ._rerank import RerankCall, plan_rerank
 from ._types import ModelIdentity, Vectors
 
 __all__ = ["EmbeddingSession", "open_cache"]
@@ -54,7 +55,18 @@ class EmbeddingSession:
             )
             for i, ep in enumerate(config.endpoints)
         ]
-        self.flow = RequestFlow(config, self.endpoints, clock, self.check_identity)
+        first = len(config.endpoints)
+        self.rerankers = [
+            EndpointState(
+                first + i,
+                ep,
+                CircuitBreaker(policy.breaker_threshold, policy.breaker_cooldown, clock),
+            )
+            for i, ep in enumerate(config.rerank_endpoints)
+        ]
+        self.flow = RequestFlow(
+            config, self.endpoints, clock, self.check_identity, rerankers=self.rerankers
+        )
         self._lock = threading.Lock()  # never held during cache I/O
         self._identity: ModelIdentity | None = None
         self._identity_from_cache = False
@@ -72,6 +84,15 @@ class EmbeddingSession:
 
     def plan(self, texts: Sequence[str], role: Role, instruction: str | None) -> CallPlan:
         return plan_call(self.config, texts, role, instruction)
+
+    def plan_rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None,
+        top_n: int | None,
+    ) -> RerankCall:
+        return plan_rerank(self.config, query, documents, instruction, top_n)
 
     def start_deadline(self) -> Deadline:
         return Deadline.start(self.config.deadline, self.clock)

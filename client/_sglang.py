@@ -8,6 +8,7 @@ from types import MappingProxyType
 __all__ = [
     "SGLANG_INPUT_ERRORS",
     "SGLANG_REQUEST_ERRORS",
+    "SGLANG_RERANK_ERRORS",
     "is_matryoshka_refusal",
     "is_request_level",
 ]
@@ -57,6 +58,19 @@ SGLANG_INPUT_ERRORS: Mapping[str, str] = MappingProxyType(
             "The input ({tokens} tokens) is longer than the model's context length "
             "({limit} tokens)."
         ),
+    }
+)
+
+#: 400s of ``/v1/rerank`` (``serving_rerank.py`` and ``V1RerankReqInput``); the client checks
+#: its input first, so it never sends a request that earns one.
+SGLANG_RERANK_ERRORS: Mapping[str, str] = MappingProxyType(
+    {
+        "empty_query": "Query cannot be empty",
+        "blank_query": "Query cannot be empty or whitespace only",
+        "no_documents": "Documents cannot be empty",
+        "empty_document": "Each document must be a non-empty string",
+        "blank_document": "Each document cannot be empty or whitespace only",
+        "top_n": "Value error, parameter top_n should be larger than 0.",
     }
 )
 

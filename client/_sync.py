@@ -6,22 +6,27 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TypeVar
 
 import openai
 
 from ._cache import EmbeddingCache
 from ._config import ClientConfig
-from ._flow import Deadline, Flow, Outcome, Request, Sleep
+from ._flow import AnyFlow, Deadline, Outcome, Request, Sleep
 from ._planning import CallPlan, Role
+from ._rerank import RerankCall, merge_results
 from ._session import EmbeddingSession, open_cache
-from ._types import ModelIdentity, ProgressCallback, PromptFormats, Vectors
+from ._types import ModelIdentity, ProgressCallback, PromptFormats, RerankResult, Vectors
 from ._wire import sdk_options
 
 __all__ = ["EmbeddingClient"]
 
+_R = TypeVar("_R")
+
 
 class EmbeddingClient:
-    """Texts in, unit float32 vectors out, from OpenAI-compatible ``/v1/embeddings`` servers.
+    """Texts in, unit float32 vectors out, from OpenAI-compatible ``/v1/embeddings`` servers;
+    :meth:`rerank` scores documents on the reranker's own servers (``/v1/rerank``).
 
     One openai SDK client per endpoint (``max_retries=0``: tenacity is the only retry layer),
     reused until :meth:`close`. Batches run on up to ``config.max_concurrency`` threads.
@@ -85,6 +90,37 @@ class EmbeddingClient:
     ) -> Vectors:
         """Vectors for queries, formatted with ``instruction`` (default: the configured one)."""
         return self._embed(texts, "query", instruction, progress)
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        top_n: int | None = None,
+    ) -> list[RerankResult]:
+        """Score ``documents`` against ``query`` on ``config.rerank_endpoints``, best first.
+
+        ``instruction`` replaces ``config.rerank_instruction``; ``top_n`` keeps only the best
+        ``top_n``. Long lists go out in batches of ``config.rerank_batch_size`` (in parallel,
+        like embedding batches) whose answers are merged. Errors are the embedding errors:
+        :class:`EmbeddingUnavailable` when no reranker answers, :class:`EmbeddingResponseError`
+        for an answer that does not score every document once within [0, 1].
+        """
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        call = self._session.plan_rerank(query, documents, instruction, top_n)
+        deadline = self._session.start_deadline()
+        if len(call.batches) <= 1 or self._config.max_concurrency == 1:
+            parts = [self._rerank_batch(call, batch, deadline) for batch in call.batches]
+            return merge_results(call, parts)
+        pool = self._get_pool()
+        futures = [pool.submit(self._rerank_batch, call, b, deadline) for b in call.batches]
+        try:
+            parts = [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+        return merge_results(call, parts)
 
     def probe(self) -> ModelIdentity:
         """The model identity, making one tiny request if it is not known yet."""
@@ -171,7 +207,13 @@ class EmbeddingClient:
         with self._slots:
             return self._run(self._session.flow.embed(texts, origins, deadline))
 
-    def _run(self, flow: Flow) -> Vectors:
+    def _rerank_batch(
+        self, call: RerankCall, batch: list[int], deadline: Deadline
+    ) -> list[RerankResult]:
+        with self._slots:
+            return self._run(self._session.flow.rerank(call, batch, deadline))
+
+    def _run(self, flow: AnyFlow[_R]) -> _R:
         outcome: Outcome = None
         try:
             action = next(flow)
@@ -183,7 +225,7 @@ class EmbeddingClient:
                     outcome = self._send(action)
                 action = flow.send(outcome)
         except StopIteration as done:
-            result: Vectors = done.value
+            result: _R = done.value
             return result
         finally:
             flow.close()
@@ -196,7 +238,7 @@ class EmbeddingClient:
         sdk = self._sdks[request.endpoint]
         try:
             return sdk.post(
-                "/embeddings",
+                request.path,
                 body=request.body,
                 cast_to=str,
                 options={"timeout": request.timeout},

@@ -1,4 +1,4 @@
-"""The types the recommender codes against: model identity, embedder protocols."""
+"""The types the recommender codes against: model identity, embedder or reranker protocols."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from numpy.typing import NDArray
 
 __all__ = [
     "AsyncEmbedder",
+    "AsyncReranker",
     "Embedder",
     "ModelIdentity",
     "ProgressCallback",
     "PromptFormats",
+    "RerankResult",
+    "Reranker",
     "Vectors",
 ]
 
@@ -107,3 +110,42 @@ class AsyncEmbedder(Protocol):
         *,
         progress: ProgressCallback | None = None,
     ) -> Vectors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """One document's relevance to a query: its position in the caller's list and the
+    reranker's score (Qwen3-Reranker: the probability of "yes", in [0, 1])."""
+
+    index: int
+    score: float
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Anything that scores documents against a query (the client, fakes).
+
+    :meth:`rerank` returns the results best first, at most ``top_n`` of them (all by default);
+    ``instruction`` replaces the configured task description.
+    """
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        top_n: int | None = None,
+    ) -> list[RerankResult]: ...
+
+
+@runtime_checkable
+class AsyncReranker(Protocol):
+    """The asynchronous twin of :class:`Reranker`."""
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        top_n: int | None = None,
+    ) -> list[RerankResult]: ...

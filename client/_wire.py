@@ -45,7 +45,8 @@ def sdk_options(config: ClientConfig) -> list[dict[str, Any]]:
     """Constructor arguments of the SDK client for each endpoint, shared by both drivers.
 
     ``max_retries=0``: tenacity (in the request flow) is the only retry layer. Only these four
-    arguments are passed, which keeps the code neutral to the SDK's transport package.
+    arguments are passed, which keeps the code neutral to the SDK's transport package. The
+    rerank endpoints follow the embedding ones (``Request.endpoint`` counts both).
     """
     timeout = openai.Timeout(config.timeout, connect=config.connect_timeout)
     return [
@@ -55,7 +56,7 @@ def sdk_options(config: ClientConfig) -> list[dict[str, Any]]:
             "max_retries": 0,
             "timeout": timeout,
         }
-        for ep in config.endpoints
+        for ep in (*config.endpoints, *config.rerank_endpoints)
     ]
 
 

@@ -1,4 +1,4 @@
-"""A faithful fake of SGLang's embedding server, for tests of code that calls it.
+"""A faithful fake of SGLang's embedding server (or reranker), for tests of code that calls it.
 
 bookrec's own tests and benchmarks use it; so can yours (``from bookrec.client.testing import
 FakeSGLang``): no GPU, no model, deterministic vectors.
@@ -23,14 +23,22 @@ It reproduces what bookrec depends on (SGLang 0.5.23):
   ``api_key`` is set (health routes need no key).
 - ``GET /ready`` (404 when ``legacy=True``), ``/health``, ``/health_generate``, ``/v1/models``,
   ``/model_info``.
+- ``POST /v1/rerank`` when launched as a reranker (``reranker=True``: SGLang without
+  ``--is-embedding`` for Qwen3-Reranker, whose ``/v1/embeddings`` then answers 400):
+  ``{query, documents, instruct, top_n, return_documents}`` in, a JSON list of
+  ``{score, index, document?, meta_info}`` out, sorted by score (highest first), cut to
+  ``top_n`` (at least 1), ``document`` only when ``return_documents`` (default true); an empty
+  query or document is a 400 (``SGLANG_RERANK_ERRORS``). Scores are :func:`fake_rerank_score`.
+  An embedding server answers ``/v1/rerank`` with a 400.
 
 Vectors are :func:`fake_vector` of the exact string received, so tests can assert exact values.
 The tokenizer is a stand-in: a CJK character is one token, other text one token per four
 characters, plus one end-of-text token.
 
-Fault knobs act on the next ``/v1/embeddings`` requests, in the order they were queued:
-``fail_next``, ``delay_next``, ``drop_next``, ``malformed_next``, ``nan_next``,
-``wrong_count_next``, ``shuffle_next``, ``bad_index_next``, ``wrong_dim_next``.
+Fault knobs act on the next ``/v1/embeddings`` (or ``/v1/rerank``) requests, in the order they
+were queued: ``fail_next``, ``delay_next``, ``drop_next``, ``malformed_next``, ``nan_next``,
+``wrong_count_next``, ``shuffle_next``, ``bad_index_next``, ``wrong_dim_next`` (embeddings only),
+``out_of_range_next`` (rerank only).
 
 Run as a separate process (for benchmarks that must not count the server's CPU):
 ``python -m bookrec.client.testing --port 0 --dim 1024`` prints ``PORT <n>`` and serves until
@@ -44,6 +52,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import socket
 import sys
 import threading
@@ -58,17 +67,43 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._constants import DEFAULT_MODEL
-from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
+from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS, SGLANG_RERANK_ERRORS
 from ._text import estimate_tokens
 from ._vectors import normalize
 
-__all__ = ["FakeSGLang", "fake_token_count", "fake_vector"]
+__all__ = [
+    "QWEN3_RERANK_DEFAULT_INSTRUCTION",
+    "FakeSGLang",
+    "fake_rerank_score",
+    "fake_token_count",
+    "fake_vector",
+]
+
+#: What Qwen3-Reranker's prompt uses when a request has no ``instruct`` (Qwen's model card).
+QWEN3_RERANK_DEFAULT_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+#: The 400 of an embedding server asked to rerank (the fake's wording).
+_NOT_A_RERANKER = "This model is not a rerank model; launch a reranker without --is-embedding."
+_WORD = re.compile(r"\w+")
 
 
 def fake_vector(text: str, dim: int) -> NDArray[np.float32]:
     """Deterministic unit float32 vector for ``text`` (the exact string the server received)."""
     seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
     return normalize(np.random.default_rng(seed).standard_normal(dim).astype(np.float32))
+
+
+def fake_rerank_score(query: str, document: str, instruction: str | None = None) -> float:
+    """Deterministic relevance in [0, 1]: 0.8 x the share of the query's words found in the
+    document, plus up to 0.2 from a hash of the instruction, query and document."""
+    wanted = set(_WORD.findall(query.lower()))
+    found = set(_WORD.findall(document.lower()))
+    overlap = len(wanted & found) / len(wanted) if wanted else 0.0
+    task = QWEN3_RERANK_DEFAULT_INSTRUCTION if instruction is None else instruction
+    digest = hashlib.sha256(f"{task}\x00{query}\x00{document}".encode()).digest()
+    jitter = int.from_bytes(digest[:8], "little") / 2.0**64
+    return 0.8 * overlap + 0.2 * jitter
 
 
 def fake_token_count(text: str) -> int:
@@ -114,12 +149,14 @@ class _State:
     per_item_delay: float
     legacy: bool
     bf16: bool
+    reranker: bool = False
     serial: bool = False
     ready: bool = True
     in_flight: int = 0
     peak_in_flight: int = 0
     faults: deque[_Fault] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    rerank_requests: list[dict[str, Any]] = field(default_factory=list)
     log: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Held while a request pays its cost when ``serial`` (one forward pass at a time).
@@ -251,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self._read_body()
         path = self.path.split("?", 1)[0]
-        if path != "/v1/embeddings":
+        if path not in ("/v1/embeddings", "/v1/rerank"):
             self._record(None)
             self._send_json(404, {"detail": "Not Found"})
             return
@@ -269,13 +306,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, SGLANG_REQUEST_ERRORS["invalid_json"])
             return
         state = self.server.state
+        rerank = path == "/v1/rerank"
         with state.lock:
-            state.requests.append(body)
+            (state.rerank_requests if rerank else state.requests).append(body)
             fault = state.faults.popleft() if state.faults else None
             state.in_flight += 1
             state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         try:
-            self._embeddings(body, fault)
+            if rerank:
+                self._rerank(body, fault)
+            else:
+                self._embeddings(body, fault)
         finally:
             with state.lock:
                 state.in_flight -= 1
@@ -313,8 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
             },
         }
 
-    def _embeddings(self, body: dict[str, Any], fault: _Fault | None) -> None:
-        state = self.server.state
+    def _transport_fault(self, fault: _Fault | None) -> bool:
+        """Act out a delay, a dropped connection or an error status; ``True`` when answered."""
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
         if fault is not None and fault.kind == "drop":
@@ -323,11 +364,94 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            return
+            return True
         if fault is not None and fault.kind == "fail":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             message = fault.message or f"Injected failure {fault.status}"
             self._error(fault.status, message, headers)
+            return True
+        return False
+
+    def _pay(self, items: int) -> None:
+        state = self.server.state
+        delay = state.per_request_delay + state.per_item_delay * items
+        if delay > 0 and state.serial:
+            with state.busy:
+                time.sleep(delay)
+        elif delay > 0:
+            time.sleep(delay)
+
+    def _rerank(self, body: dict[str, Any], fault: _Fault | None) -> None:
+        started = time.monotonic()
+        if self._transport_fault(fault):
+            return
+        if not self.server.state.reranker:
+            self._error(400, _NOT_A_RERANKER)
+            return
+        query: Any = body.get("query")
+        documents: Any = body.get("documents")
+        instruct: Any = body.get("instruct")
+        top_n: Any = body.get("top_n")
+        problem = None
+        if not isinstance(query, str) or not isinstance(documents, list):
+            problem = "query must be a string and documents a list of strings"
+        elif not query:
+            problem = SGLANG_RERANK_ERRORS["empty_query"]
+        elif not query.strip():
+            problem = SGLANG_RERANK_ERRORS["blank_query"]
+        elif not documents:
+            problem = SGLANG_RERANK_ERRORS["no_documents"]
+        elif not all(isinstance(d, str) and d for d in documents):
+            problem = SGLANG_RERANK_ERRORS["empty_document"]
+        elif not all(d.strip() for d in documents):
+            problem = SGLANG_RERANK_ERRORS["blank_document"]
+        elif instruct is not None and not isinstance(instruct, str):
+            problem = "instruct must be a string"
+        elif top_n is not None and (type(top_n) is not int or top_n < 1):
+            problem = SGLANG_RERANK_ERRORS["top_n"]
+        if problem is not None:
+            self._error(400, problem)
+            return
+        self._pay(len(documents))
+        results: list[dict[str, Any]] = []
+        for index, doc in enumerate(documents):
+            tokens = fake_token_count(f"{instruct or ''} {query} {doc}")
+            item: dict[str, Any] = {"score": fake_rerank_score(query, doc, instruct)}
+            if body.get("return_documents", True):
+                item["document"] = doc
+            item["index"] = index
+            item["meta_info"] = {
+                "id": f"rerank-{index}",
+                "finish_reason": {"type": "length", "length": 0},
+                "prompt_tokens": tokens,
+                "e2e_latency": time.monotonic() - started,
+            }
+            results.append(item)
+        results.sort(key=lambda r: r["score"], reverse=True)
+        if top_n is not None:
+            results = results[:top_n]
+        kind = fault.kind if fault is not None else None
+        if kind == "nan" and results:
+            results[-1]["score"] = None  # SGLang answers with orjson, which writes NaN as null
+        if kind == "out_of_range" and results:
+            results[0]["score"] = 1.5
+        if kind == "wrong_count" and results:
+            results = results[:-1] if len(results) > 1 else [*results, results[0]]
+        if kind == "shuffle":
+            results.reverse()
+        if kind == "bad_index" and len(results) > 1:
+            results[-1]["index"] = results[0]["index"]
+        encoded = json.dumps(results).encode("utf-8")
+        if kind == "malformed":
+            encoded = encoded[: len(encoded) // 2]
+        self._send_bytes(200, encoded)
+
+    def _embeddings(self, body: dict[str, Any], fault: _Fault | None) -> None:
+        state = self.server.state
+        if self._transport_fault(fault):
+            return
+        if state.reranker:
+            self._error(400, SGLANG_REQUEST_ERRORS["not_embedding_model"])
             return
 
         model = body.get("model", "default")
@@ -352,12 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         if width is None:
             return
 
-        delay = state.per_request_delay + state.per_item_delay * len(texts)
-        if delay > 0 and state.serial:
-            with state.busy:
-                time.sleep(delay)
-        elif delay > 0:
-            time.sleep(delay)
+        self._pay(len(texts))
 
         vectors = [self._vector(text, width) for text in texts]
         if fault is not None and fault.kind == "nan":
@@ -465,6 +584,8 @@ class FakeSGLang:
     model a GPU's cost (requests are served concurrently, one thread each). ``serial``: the
     costs are paid one request at a time instead, as by a GPU server that is saturated (each
     request waits for the ones before it), so many small requests cost more than one large one.
+    ``reranker``: serve ``/v1/rerank`` as SGLang does for Qwen3-Reranker (its embeddings route
+    then answers 400); the delays then count documents.
     """
 
     def __init__(
@@ -481,6 +602,7 @@ class FakeSGLang:
         legacy: bool = False,
         bf16: bool = False,
         serial: bool = False,
+        reranker: bool = False,
         port: int = 0,
     ) -> None:
         self._state = _State(
@@ -494,6 +616,7 @@ class FakeSGLang:
             per_item_delay=per_item_delay,
             legacy=legacy,
             bf16=bf16,
+            reranker=reranker,
             serial=serial,
         )
         self._port = port
@@ -559,6 +682,17 @@ class FakeSGLang:
             return list(self._state.requests)
 
     @property
+    def rerank_requests(self) -> list[dict[str, Any]]:
+        """Bodies of the ``/v1/rerank`` requests received, in arrival order."""
+        with self._state.lock:
+            return list(self._state.rerank_requests)
+
+    @property
+    def rerank_request_count(self) -> int:
+        with self._state.lock:
+            return len(self._state.rerank_requests)
+
+    @property
     def log(self) -> list[RecordedRequest]:
         """Every request received, every route, with its headers."""
         with self._state.lock:
@@ -588,6 +722,7 @@ class FakeSGLang:
         """Forget recorded requests and pending faults."""
         with self._state.lock:
             self._state.requests.clear()
+            self._state.rerank_requests.clear()
             self._state.log.clear()
             self._state.faults.clear()
             self._state.peak_in_flight = 0
@@ -621,11 +756,11 @@ class FakeSGLang:
         self._queue(_Fault("malformed"), times)
 
     def nan_next(self, times: int = 1) -> None:
-        """Put a NaN (``null`` in float JSON) into the last vector."""
+        """Put a NaN (``null`` in float JSON) into the last vector, or the last rerank score."""
         self._queue(_Fault("nan"), times)
 
     def wrong_count_next(self, times: int = 1) -> None:
-        """Answer with one vector too few (or one too many for a single input)."""
+        """Answer with one vector (or rerank result) too few, or one too many for one input."""
         self._queue(_Fault("wrong_count"), times)
 
     def shuffle_next(self, times: int = 1) -> None:
@@ -633,8 +768,12 @@ class FakeSGLang:
         self._queue(_Fault("shuffle"), times)
 
     def bad_index_next(self, times: int = 1) -> None:
-        """Answer with a duplicated ``index`` (not a permutation)."""
+        """Answer with a duplicated ``index`` (not a permutation), in embeddings or results."""
         self._queue(_Fault("bad_index"), times)
+
+    def out_of_range_next(self, times: int = 1) -> None:
+        """Answer a rerank request with a best score of 1.5 (outside [0, 1])."""
+        self._queue(_Fault("out_of_range"), times)
 
     def wrong_dim_next(self, times: int = 1) -> None:
         """Answer with vectors one element short."""
@@ -666,6 +805,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--serial", action="store_true", help="pay the delays one request at a time"
     )
+    parser.add_argument("--reranker", action="store_true", help="serve /v1/rerank instead")
     args = parser.parse_args(argv)
     server = FakeSGLang(
         model_path=args.model_path,
@@ -675,6 +815,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         per_request_delay=args.per_request_delay,
         per_item_delay=args.per_item_delay,
         serial=args.serial,
+        reranker=args.reranker,
         port=args.port,
     )
     with server:

@@ -83,6 +83,9 @@ class Harness:
     def embed_queries(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> Any:
         return self._wait(self.client.embed_queries(texts, *args, **kwargs))
 
+    def rerank(self, query: str, documents: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        return self._wait(self.client.rerank(query, documents, *args, **kwargs))
+
     def probe(self) -> Any:
         return self._wait(self.client.probe())
 

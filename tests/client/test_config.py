@@ -159,9 +159,10 @@ def test_the_sdk_is_built_once_per_endpoint_without_its_own_retries() -> None:
     )
     with EmbeddingClient(config) as client:
         sdks = client._sdks
-        assert len(sdks) == 2
+        assert len(sdks) == 3  # the two embedding endpoints, then the default reranker's
         assert all(isinstance(s, openai.OpenAI) for s in sdks)
-        assert [s.max_retries for s in sdks] == [0, 0]
+        assert [s.max_retries for s in sdks] == [0, 0, 0]
+        assert str(sdks[2].base_url).rstrip("/") == "http://127.0.0.1:30001/v1"
         timeout = sdks[0].timeout
         assert isinstance(timeout, openai.Timeout)
         assert (timeout.read, timeout.connect) == (7.0, 1.5)

@@ -158,13 +158,14 @@ _REFUSED: list[tuple[str, dict[str, object], dict[str, object]]] = [
     ("dimensions_too_large", {"matryoshka": True}, {"json": {"input": "a", "dimensions": 128}}),
     ("empty_input", {}, {"json": {"input": ["ok", " "]}}),
     ("input_too_long", {"max_input_tokens": 20}, {"json": {"input": "x" * 200}}),
+    ("not_embedding_model", {"reranker": True}, {"json": {"input": "a"}}),
 ]  # fmt: skip
 
 
 def test_every_request_level_message_the_fake_sends_is_covered() -> None:
     produced = {key for key, _, _ in _REFUSED}
-    # A fake is always an embedding model; the CPU server's tests cover the rest of SGLang's.
-    assert set(SGLANG_REQUEST_ERRORS) - produced == {"not_embedding_model"}
+    # A fake reranker refuses embeddings; the CPU server's tests cover the rest of SGLang's.
+    assert set(SGLANG_REQUEST_ERRORS) - produced == set()
     assert set(SGLANG_INPUT_ERRORS) - produced == {"longer_than_context"}
 
 
