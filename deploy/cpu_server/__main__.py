@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .loading import ModelLoadError, load, model_source
-from .server import Config, Server
-from .worker import Embedder
+
+if TYPE_CHECKING:
+    from .server import Server, State
 
 __all__ = ["build_parser", "main"]
 
@@ -21,6 +24,8 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("bookrec.cpu_server")
 
 API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")
+# Limits' defaults, read here without importing uvicorn (``--help`` works without the extra).
+MIB = 1024 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +72,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--request-timeout", type=float, default=600.0, help="seconds per request (default 600)"
     )
+    limits = parser.add_argument_group(
+        "limits", "what clients may cost the server (uvicorn's names where uvicorn enforces them)"
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=16 * MIB,
+        help="413 for larger bodies, refused by Content-Length before reading (default 16 MiB)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=64 * 1024,
+        help="request line plus headers, 400 beyond (default 64 KiB)",
+    )
+    limits.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=256 * MIB,
+        help="request bodies held at once; requests wait for room (default 256 MiB)",
+    )
+    limits.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=1024,
+        help="open connections; requests beyond get 503 (default 1024)",
+    )
+    limits.add_argument("--backlog", type=int, default=2048, help="listen backlog (default 2048)")
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's line plus headers, then the connection closes (default 10)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to receive a body once its headers are in, 408 beyond (default 30)",
+    )
+    limits.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=5,
+        help="seconds an idle kept-alive connection stays open (default 5)",
+    )
+    limits.add_argument(
+        "--timeout-graceful-shutdown",
+        type=int,
+        default=30,
+        help="seconds requests in flight get to finish after SIGTERM (default 30)",
+    )
+    limits.add_argument(
+        "--chars-per-token",
+        type=int,
+        default=8,
+        help="texts are cut at this many characters per token of context length before "
+        "tokenizing; a text longer than that is refused (default 8)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -89,12 +153,25 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the server, serve until SIGTERM or SIGINT, then return the exit status.
 
     Usage: ``python -m bookrec.cpu_server --model Qwen/Qwen3-Embedding-0.6B`` (or a local
     directory). The API key comes from ``--api-key``, else ``BOOKREC_API_KEY``, else
     ``SGLANG_API_KEY``. Needs ``pip install 'bookrec[cpu]'``.
+
+    The port is open while the model loads (``/ready`` answers 503 until it is served); SIGTERM
+    stops accepting, lets requests in flight finish (``--timeout-graceful-shutdown``), then
+    lets the worker finish its batch.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -109,15 +186,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
+        import starlette  # noqa: F401 - checked here, used by .server
         import torch
         import transformers  # noqa: F401 - checked here, used in load()
+        import uvicorn  # noqa: F401 - checked here, used by .server
     except ImportError as exc:
         print(
-            f"error: the CPU server needs torch and transformers ({exc}).\n"
+            f"error: the CPU server needs torch, transformers, uvicorn and starlette ({exc}).\n"
             "  Install them with: pip install 'bookrec[cpu]'",
             file=sys.stderr,
         )
         return 1
+    from .server import Config, Limits, State, build_server, listen
+
     api_key = args.api_key or next(
         (os.environ[var] for var in API_KEY_ENV_VARS if os.environ.get(var)), None
     )
@@ -128,10 +209,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             print("error: --matryoshka-dimensions takes integers, e.g. 64,128", file=sys.stderr)
             return 2
+    if not api_key and not is_loopback(args.host):
+        # The launch script's wording (scripts/launch_server.py).
+        log.warning(
+            "listening on %s without an API key: anyone who can reach port %d can use the "
+            "service; set BOOKREC_API_KEY (or --api-key)",
+            args.host,
+            args.port,
+        )
 
     threads = args.threads or available_cpus()
     torch.set_num_threads(threads)
 
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_buffered_bytes=max(args.max_buffered_bytes, args.max_body_bytes),
+        limit_concurrency=args.limit_concurrency,
+        backlog=args.backlog,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.timeout_keep_alive,
+        graceful_shutdown_timeout=args.timeout_graceful_shutdown,
+        chars_per_token=args.chars_per_token,
+    )
     config = Config(
         model_path=args.model,
         served_model_name=args.served_model_name or args.model,
@@ -140,28 +241,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         matryoshka_dimensions=matryoshka,
         dimensions_enabled=not args.no_matryoshka,
         request_timeout=args.request_timeout,
+        limits=limits,
     )
     try:
-        server = Server((args.host, args.port), config)
+        sock = listen(args.host, args.port, limits.backlog)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    serving.start()
+    state = State(config)
+    server = build_server(state, args.host, args.port)
     log.info(
         "listening on %s:%d; loading %s (%d threads)", args.host, args.port, args.model, threads
     )
+    outcome: dict[str, int] = {}
+    loader = threading.Thread(
+        target=load_and_watch, args=(args, state, server, outcome), name="loader", daemon=True
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        if server.should_exit and signum == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loader.start()
+    server.run(sockets=[sock])  # until should_exit: stops accepting, drains, returns
+    sock.close()
+    embedder = state.embedder
+    if embedder is not None:
+        embedder.stop()
+        embedder.thread.join(timeout=30)  # finish the batch in flight before the interpreter exits
+    return outcome.get("status", 0)
+
+
+def load_and_watch(
+    args: argparse.Namespace, state: State, server: Server, outcome: dict[str, int]
+) -> None:
+    """Load the model, start its worker, then stop the server if the worker ever dies."""
+    from .worker import Embedder
 
     try:
         model, tokenizer = load(args)
     except ModelLoadError as exc:
-        server.shutdown()
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        outcome["status"] = 1
+        server.should_exit = True
+        return
     context_length = args.context_length or int(
         getattr(model.config, "max_position_embeddings", 32768)
     )
-    server.config = dataclasses.replace(config, context_length=context_length)
+    state.config = dataclasses.replace(state.config, context_length=context_length)
     embedder = Embedder(
         model,
         tokenizer,
@@ -169,18 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch_tokens=args.max_batch_tokens,
         batch_wait=args.batch_wait_ms / 1000.0,
         max_queued=args.max_queued_requests,
+        chars_per_token=args.chars_per_token,
     )
     embedder.start()
-    server.embedder = embedder
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    state.embedder = embedder
     log.info(
         "ready: http://%s:%d/v1 serving %s (hidden size %d, context length %d)",
         args.host,
@@ -189,15 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         embedder.hidden_size,
         context_length,
     )
-    while not stop.wait(1.0):
+    while not server.should_exit:
         if not embedder.alive():
             log.error("the embedding worker died; exiting")
-            server.shutdown()
-            return 1
-    server.shutdown()
-    embedder.stop()
-    embedder.thread.join(timeout=30)  # finish the batch in flight before the interpreter exits
-    return 0
+            outcome["status"] = 1
+            server.should_exit = True
+            return
+        embedder.thread.join(timeout=1.0)
 
 
 if __name__ == "__main__":

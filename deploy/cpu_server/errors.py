@@ -9,6 +9,7 @@ __all__ = ["ERROR_TYPES", "RequestError", "error_body", "model_not_found"]
 ERROR_TYPES = {
     400: "BadRequestError",
     404: "NotFoundError",
+    408: "RequestTimeoutError",
     413: "BadRequestError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
@@ -18,10 +19,12 @@ ERROR_TYPES = {
 class RequestError(Exception):
     """A request the server refuses; becomes a flat SGLang-style error response."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, *, close: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        # Answer with ``Connection: close``: the body was not (fully) read.
+        self.close = close
 
 
 def error_body(message: str, status: int) -> dict[str, Any]:

@@ -51,6 +51,8 @@ def parse_json_body(content_type: str, raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as exc:
         raise RequestError(f"{SGLANG_REQUEST_ERRORS['invalid_json']}: {exc}") from None
+    except RecursionError:  # json's C scanner stops at the interpreter's recursion limit
+        raise RequestError(f"{SGLANG_REQUEST_ERRORS['invalid_json']}: nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object")
     return body

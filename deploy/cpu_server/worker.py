@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,19 @@ class Job:
     prompt_tokens: int = 0
     error: BaseException | None = None
     counted: bool = True  # health probes stay out of the statistics
+    # Indexes of texts the server cut at its character cap (``Embedder.max_chars``).
+    cut: frozenset[int] = frozenset()
+    # Called on the worker thread once the job is answered (the event loop's wake-up).
+    on_done: Callable[[], None] | None = None
 
     @property
     def ntokens(self) -> int:
         return sum(len(ids) for ids in self.token_ids or ())
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 @dataclass
@@ -78,6 +88,7 @@ class Embedder:
         max_batch_tokens: int,
         batch_wait: float,
         max_queued: int,
+        chars_per_token: int = 8,
     ) -> None:
         import torch
 
@@ -86,6 +97,10 @@ class Embedder:
         self.context_length = context_length
         self.max_batch_tokens = max_batch_tokens
         self.batch_wait = batch_wait
+        self.chars_per_token = chars_per_token
+        # Texts are cut to this many characters before tokenizing: no input that could fit the
+        # context is longer, so tokenizing a huge one costs no more than a fitting one.
+        self.max_chars = chars_per_token * context_length
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = int(model.config.vocab_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -142,11 +157,24 @@ class Embedder:
             return [[*seq, self.eot_id] for seq in ids]
         return [list(seq) for seq in ids]
 
-    def submit(self, job: Job, timeout: float) -> Job:
+    def cut(self, texts: list[str]) -> tuple[list[str], frozenset[int]]:
+        """The texts cut to ``max_chars`` characters, with the indexes of those that were."""
+        cap = self.max_chars
+        cut = frozenset(i for i, text in enumerate(texts) if len(text) > cap)
+        if not cut:
+            return texts, cut
+        return [text[:cap] if i in cut else text for i, text in enumerate(texts)], cut
+
+    def enqueue(self, job: Job) -> None:
+        """Queue a job for the worker thread; 503 when the queue is full (never blocks)."""
         try:
             self.queue.put_nowait(job)
         except queue.Full:
             raise RequestError("The server is overloaded: too many queued requests", 503) from None
+
+    def submit(self, job: Job, timeout: float) -> Job:
+        """Queue a job and wait for it on this (non-event-loop) thread."""
+        self.enqueue(job)
         if not job.done.wait(timeout):
             raise RequestError(f"The request was not served within {timeout:.0f} s", 503)
         if job.error is not None:
@@ -201,8 +229,16 @@ class Embedder:
             if job.texts is not None:
                 job.token_ids = self.tokenize(job.texts, add_special_tokens=True)
             assert job.token_ids is not None
-            for seq in job.token_ids:
+            for index, seq in enumerate(job.token_ids):
                 self._check_length(len(seq))
+                if index in job.cut:
+                    # The text was longer than the character cap, yet its head fits: it is
+                    # refused rather than embedded cut (SGLang does not truncate either).
+                    raise RequestError(
+                        f"Input at index {index} is longer than the server's cap of "
+                        f"{self.max_chars} characters ({self.chars_per_token} per token of "
+                        f"the context length, {self.context_length} tokens). Use a shorter input."
+                    )
             job.prompt_tokens = job.ntokens
             return True
         except RequestError as exc:
@@ -210,7 +246,7 @@ class Embedder:
         except Exception as exc:
             log.exception("tokenization failed")
             job.error = RequestError(f"Internal server error: {exc}", 500)
-        job.done.set()
+        job.finish()
         return False
 
     def _check_length(self, n: int) -> None:
@@ -250,7 +286,7 @@ class Embedder:
             stats.tokens += sum(job.prompt_tokens for job in counted)
             stats.max_requests_per_batch = max(stats.max_requests_per_batch, len(counted))
         for job in batch:
-            job.done.set()
+            job.finish()
 
     def _embed(self, sequences: list[list[int]]) -> tuple[torch.Tensor, int]:
         """Last-token hidden states (float32, not normalised) of every sequence, in order."""
