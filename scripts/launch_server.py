@@ -2,9 +2,14 @@
 """Start the bookrec embedding service and keep it running.
 
 GPU mode (the default) runs ``sglang serve`` with the flags Qwen3-Embedding needs. With
-``--gpus 0,1,...`` it runs one SGLang worker per GPU, each on its own port, behind SGLang's
-model gateway (``smg``) on the main port. ``--cpu`` runs ``python -m bookrec.cpu_server``
-instead: the same HTTP API on transformers and torch, for machines without a GPU.
+``--gpus 0,1,...`` and ``--workers-per-gpu N`` it runs N SGLang workers per GPU, each on its own
+port with its share of the GPU's memory, behind SGLang's model gateway (``smg``) on the main
+port. ``--cpu`` runs ``python -m bookrec.cpu_server`` instead: the same HTTP API on
+transformers and torch, for machines without a GPU.
+
+The API key never appears on a command line (where ``ps`` shows it to every local user):
+SGLang reads it from a ``--config`` YAML file (mode 0600, in a private temporary directory,
+removed once the workers are ready), the CPU server and the gateway from their environment.
 
 The script checks the machine first (SGLang installed, a GPU visible, the ports free), starts the
 processes, waits until the service answers ``/ready`` and prints the base URL and a curl example.
@@ -28,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -47,6 +53,27 @@ STOP_GRACE_SECONDS = 30.0
 API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")
 MASKED = "***"
 GATEWAY_POLICIES = ("round_robin", "power_of_two", "random", "cache_aware")
+DEFAULT_GATEWAY_METRICS_PORT = 29000
+#: With several workers on one GPU and no --mem-fraction-static, the workers share this much
+#: of its memory (SGLang's own default assumes a GPU to itself).
+DEFAULT_SHARED_MEM_FRACTION = 0.8
+#: The file SGLang reads the API key from (``--config``), in a private temporary directory.
+SGLANG_CONFIG_NAME = "sglang-config.yaml"
+SECRETS_DIR_PREFIX = "bookrec-launch-"
+#: Shown by the dry run instead of the directory a real launch creates.
+SECRETS_DIR_PLACEHOLDER = SECRETS_DIR_PREFIX + "XXXXXXXX"
+
+# `smg launch` takes the key only as `--api-key KEY` (no environment variable, no file). Its
+# Python entry point is run in-process instead, with the key added to sys.argv from the
+# environment: /proc/PID/cmdline keeps the words the process was started with.
+# deploy/k8s/gateway.yaml runs the same program (a test keeps them equal).
+GATEWAY_BOOTSTRAP = (
+    "import os, runpy, shutil, sys; "
+    'key = os.environ.pop("BOOKREC_API_KEY", ""); '
+    "program = shutil.which(sys.argv[1]) or sys.argv[1]; "
+    'sys.argv = [program, *sys.argv[2:], *(["--api-key", key] if key else [])]; '
+    'runpy.run_path(program, run_name="__main__")'
+)
 
 # Copies of facts that bookrec.client owns (this script runs where bookrec may not be
 # installed); tests/test_facts.py pins them to QWEN3_EMBEDDING_MODELS and DEFAULT_INSTRUCTION.
@@ -166,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  launch_server.sh --cpu                          # no GPU: transformers on CPU\n"
             "  launch_server.sh --dry-run -- --dtype float16   # print the command only\n"
             "\n"
-            "The API key is read from --api-key, else BOOKREC_API_KEY, else SGLANG_API_KEY;\n"
-            "it is never printed."
+            "The API key is read from --api-key (also after `--`), else BOOKREC_API_KEY, else\n"
+            "SGLANG_API_KEY; it is never printed, and never on a child's command line."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -266,17 +293,38 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     mode.add_argument(
+        "--workers-per-gpu",
+        type=_positive_int,
+        metavar="N",
+        default=1,
+        help=(
+            "SGLang workers per GPU, behind the gateway, each with 1/N of --mem-fraction-static "
+            f"(default {DEFAULT_SHARED_MEM_FRACTION} shared when N > 1); pays for short inputs, "
+            "where one worker is bound by tokenization and scheduling (default 1)"
+        ),
+    )
+    mode.add_argument(
         "--worker-base-port",
         type=_port,
         metavar="N",
         default=DEFAULT_WORKER_BASE_PORT,
-        help=f"with --gpus, GPU i listens on this port + i (default {DEFAULT_WORKER_BASE_PORT})",
+        help=(
+            "with the gateway, worker j of GPU i listens on this port + i*N + j (N: "
+            f"--workers-per-gpu; default {DEFAULT_WORKER_BASE_PORT})"
+        ),
     )
     mode.add_argument(
         "--policy",
         choices=GATEWAY_POLICIES,
         default="round_robin",
         help="gateway load-balancing policy with --gpus (default round_robin)",
+    )
+    mode.add_argument(
+        "--gateway-metrics-port",
+        type=_port,
+        metavar="N",
+        default=DEFAULT_GATEWAY_METRICS_PORT,
+        help=f"the gateway's Prometheus port, on --host (default {DEFAULT_GATEWAY_METRICS_PORT})",
     )
 
     run = parser.add_argument_group("run")
@@ -312,6 +360,8 @@ class Options:
     model: str
     matryoshka: dict[str, object] | None
     notes: tuple[str, ...]
+    #: A `--config FILE` given after `--`: with a key, its text goes into our own config file.
+    user_config: str | None = None
 
 
 def resolve_model(name: str) -> tuple[str, tuple[int, ...] | None]:
@@ -331,6 +381,36 @@ def api_key_from(args: argparse.Namespace, environ: dict[str, str]) -> str | Non
     return None
 
 
+def take_api_key(words: list[str]) -> tuple[list[str], str | None]:
+    """`words` without any `--api-key KEY` / `--api-key=KEY`, and the (last) key found."""
+    kept: list[str] = []
+    key: str | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--api-key" and i + 1 < len(words):
+            key = words[i + 1]
+            i += 2
+            continue
+        if word.startswith("--api-key="):
+            key = word.split("=", 1)[1]
+        else:
+            kept.append(word)
+        i += 1
+    return kept, key
+
+
+def worker_slots(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    """(GPU, worker index on it, port) of each SGLang worker behind the gateway; [] without."""
+    gpus = args.gpus if args.gpus is not None else [0]
+    per_gpu = args.workers_per_gpu
+    if args.cpu or len(gpus) * per_gpu == 1:
+        return []
+    return [
+        (gpu, j, args.worker_base_port + gpu * per_gpu + j) for gpu in gpus for j in range(per_gpu)
+    ]
+
+
 def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
     argv = list(argv)
     passthrough: list[str] = []
@@ -341,14 +421,26 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
     args = parser.parse_args(argv)
     if args.cpu and args.gpus is not None:
         parser.error("--cpu and --gpus exclude each other")
+    if args.cpu and args.workers_per_gpu > 1:
+        parser.error("--cpu and --workers-per-gpu exclude each other")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
-    if args.gpus is not None and len(args.gpus) > 1:
-        ports = [args.worker_base_port + gpu for gpu in args.gpus]
+    # A key given after `--` is lifted out of the pass-through words: it then travels like
+    # any other key, never on a command line.
+    passthrough, passed_key = take_api_key(passthrough)
+    if passed_key and args.api_key and passed_key != args.api_key:
+        parser.error("two different API keys: --api-key and --api-key after `--`")
+    if passed_key and not args.api_key:
+        args.api_key = passed_key
+    slots = worker_slots(args)
+    if slots:
+        ports = [port for _, _, port in slots]
         if max(ports) > 65535:
             parser.error(f"worker ports {ports} do not fit: lower --worker-base-port")
         if args.port in ports:
             parser.error(f"--port {args.port} collides with a worker port ({ports})")
+        if args.gateway_metrics_port in [*ports, args.port]:
+            parser.error(f"--gateway-metrics-port {args.gateway_metrics_port} is taken")
 
     model, preset_dims = resolve_model(args.model)
     notes: list[str] = []
@@ -387,13 +479,32 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
         if ignored:
             notes.append(f"{', '.join(ignored)} apply to SGLang only; ignored with --cpu")
 
+    if args.workers_per_gpu > 1 and not args.cpu:
+        total = args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION
+        notes.append(
+            f"{args.workers_per_gpu} workers per GPU: each gets --mem-fraction-static "
+            f"{mem_share(total, args.workers_per_gpu)} ({total} of the GPU shared)"
+        )
+
     api_key = api_key_from(args, environ)
     if not api_key and not is_loopback(args.host):
         notes.append(
             f"warning: listening on {args.host} without an API key: anyone who can reach port "
             f"{args.port} can use the service; set BOOKREC_API_KEY (or --api-key)"
         )
-    return Options(args, tuple(passthrough), api_key, model, matryoshka, tuple(notes))
+    user_config = None
+    if api_key and not args.cpu and "--config" in passthrough:
+        # SGLang takes one --config: the user's text is copied into ours, before the key.
+        cut = passthrough.index("--config")
+        if cut + 1 < len(passthrough):
+            user_config = passthrough[cut + 1]
+            del passthrough[cut : cut + 2]
+    return Options(args, tuple(passthrough), api_key, model, matryoshka, tuple(notes), user_config)
+
+
+def mem_share(total: float, workers: int) -> str:
+    """Each worker's --mem-fraction-static when `workers` share `total` of one GPU."""
+    return f"{total / workers:.3f}".rstrip("0")
 
 
 def is_loopback(host: str) -> bool:
@@ -436,14 +547,22 @@ class Process:
     secret: str | None = None
 
     def display(self) -> str:
-        """The command as one shell line, with the API key masked."""
-
-        def mask(text: str) -> str:
-            return MASKED if self.secret and text == self.secret else text
-
-        words = [f"{key}={shlex.quote(mask(value))}" for key, value in self.env]
-        words += [shlex.quote(mask(arg)) for arg in self.argv]
+        """The command as one shell line, with the API key masked (after `--` too)."""
+        words = [f"{key}={shlex.quote(self._mask(value))}" for key, value in self.env]
+        previous = ""
+        for arg in self.argv:
+            if previous == "--api-key":
+                shown = MASKED
+            elif arg.startswith("--api-key="):
+                shown = "--api-key=" + MASKED
+            else:
+                shown = self._mask(arg)
+            words.append(shlex.quote(shown))
+            previous = arg
         return " ".join(words)
+
+    def _mask(self, text: str) -> str:
+        return MASKED if self.secret and text == self.secret else text
 
 
 def sglang_command() -> tuple[list[str], bool]:
@@ -458,7 +577,48 @@ def sglang_command() -> tuple[list[str], bool]:
     return ["sglang", "serve"], False
 
 
-def sglang_args(opts: Options, host: str, port: int) -> list[str]:
+_PIP_EXEC_LINE = "'''exec' "
+
+
+def script_interpreter(path: str) -> list[str] | None:
+    """The Python command a script file names in its `#!` line, or None for anything else.
+
+    pip writes `#!/path/python`, or for long paths `#!/bin/sh` and then an exec line.
+    """
+    try:
+        with Path(path).open("rb") as script:
+            head = script.read(1024).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if not head.startswith("#!"):
+        return None
+    lines = head[2:].splitlines()
+    words = shlex.split(lines[0]) if lines else []
+    if any(Path(word).name.startswith("python") for word in words):
+        return words
+    for line in lines[1:3]:
+        if line.startswith(_PIP_EXEC_LINE):
+            exec_words = shlex.split(line[len(_PIP_EXEC_LINE) :])
+            if exec_words and Path(exec_words[0]).name.startswith("python"):
+                return exec_words[:1]
+    return None
+
+
+def sglang_config_text(api_key: str, user_config: str | None) -> str:
+    """The YAML SGLang reads with --config: the user's own file (if any), then the key.
+
+    A JSON string is a YAML double-quoted scalar, so any key is written safely; `api-key` is
+    the flag's own name, which every version of SGLang's ConfigArgumentMerger accepts.
+    """
+    text = Path(user_config).read_text() if user_config else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + f"api-key: {json.dumps(api_key)}\n"
+
+
+def sglang_args(
+    opts: Options, host: str, port: int, secrets_dir: Path, mem_fraction: str | None = None
+) -> list[str]:
     args = opts.args
     argv = [
         "--model-path",
@@ -478,21 +638,50 @@ def sglang_args(opts: Options, host: str, port: int) -> list[str]:
         argv += ["--served-model-name", args.served_model_name]
     if args.context_length:
         argv += ["--context-length", str(args.context_length)]
-    if args.mem_fraction_static:
+    if mem_fraction:
+        argv += ["--mem-fraction-static", mem_fraction]
+    elif args.mem_fraction_static:
         argv += ["--mem-fraction-static", str(args.mem_fraction_static)]
     if args.max_prefill_tokens:
         argv += ["--max-prefill-tokens", str(args.max_prefill_tokens)]
     if opts.matryoshka is not None:
         argv += ["--json-model-override-args", json.dumps(opts.matryoshka, separators=(",", ":"))]
     if opts.api_key:
-        argv += ["--api-key", opts.api_key]
+        # SGLang reads the key from a file: `ps` shows a command line to every local user.
+        argv += ["--config", str(secrets_dir / SGLANG_CONFIG_NAME)]
     if args.enable_metrics:
         argv.append("--enable-metrics")
     return argv + list(opts.passthrough)
 
 
-def plan(opts: Options) -> list[Process]:
-    """The processes to start, in start order."""
+def gateway_process(opts: Options, workers: list[Process]) -> Process:
+    args = opts.args
+    words = ["launch", "--worker-urls", *(w.url for w in workers)]
+    words += ["--policy", args.policy, "--host", args.host, "--port", str(args.port)]
+    words += ["--prometheus-host", args.host, "--prometheus-port", str(args.gateway_metrics_port)]
+    if args.served_model_name:
+        # The workers report the served name and the gateway routes by it: without the alias
+        # it answers 404 for the model path, which SGLang itself accepts.
+        words += ["--model-alias", f"{opts.model}={args.served_model_name}"]
+    url = base_url(args.host, args.port)
+    ready = ("/readiness", "/health")
+    if not opts.api_key:
+        return Process("gateway", ("smg", *words), url=url, ready_paths=ready)
+    # The key goes in the gateway's environment; GATEWAY_BOOTSTRAP hands it to smg in-process.
+    smg = shutil.which("smg")
+    python = (script_interpreter(smg) if smg else None) or ["python3"]
+    return Process(
+        "gateway",
+        (*python, "-c", GATEWAY_BOOTSTRAP, smg or "smg", *words),
+        (("BOOKREC_API_KEY", opts.api_key),),
+        url=url,
+        ready_paths=ready,
+        secret=opts.api_key,
+    )
+
+
+def plan(opts: Options, secrets_dir: Path) -> list[Process]:
+    """The processes to start, in start order; SGLang's key file goes in `secrets_dir`."""
     args = opts.args
     url = base_url(args.host, args.port)
     if args.cpu:
@@ -527,40 +716,31 @@ def plan(opts: Options) -> list[Process]:
         return [Process("cpu server", tuple(argv), env, url, secret=opts.api_key)]
 
     launcher, _ = sglang_command()
-    gpus = args.gpus
-    if gpus is None or len(gpus) == 1:
+    slots = worker_slots(args)
+    if not slots:
+        gpus = args.gpus
         env = (("CUDA_VISIBLE_DEVICES", str(gpus[0])),) if gpus else ()
-        argv = launcher + sglang_args(opts, args.host, args.port)
+        argv = launcher + sglang_args(opts, args.host, args.port, secrets_dir)
         return [Process("sglang", tuple(argv), env, url, secret=opts.api_key)]
 
+    per_gpu = args.workers_per_gpu
+    share = None
+    if per_gpu > 1:
+        share = mem_share(args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION, per_gpu)
     workers = []
-    for gpu in gpus:
-        port = args.worker_base_port + gpu
-        argv = launcher + sglang_args(opts, "127.0.0.1", port)
+    for gpu, index, port in slots:
+        argv = launcher + sglang_args(opts, "127.0.0.1", port, secrets_dir, share)
+        name = f"worker on GPU {gpu}" if per_gpu == 1 else f"worker {index} on GPU {gpu}"
         workers.append(
             Process(
-                f"worker on GPU {gpu}",
+                name,
                 tuple(argv),
                 (("CUDA_VISIBLE_DEVICES", str(gpu)),),
                 base_url("127.0.0.1", port),
                 secret=opts.api_key,
             )
         )
-    gateway = ["smg", "launch", "--worker-urls", *(w.url for w in workers)]
-    gateway += ["--policy", args.policy, "--host", args.host, "--port", str(args.port)]
-    if opts.api_key:
-        # Workers listed on the gateway's command line are called with the gateway's key.
-        gateway += ["--api-key", opts.api_key]
-    return [
-        *workers,
-        Process(
-            "gateway",
-            tuple(gateway),
-            url=url,
-            ready_paths=("/readiness", "/health"),
-            secret=opts.api_key,
-        ),
-    ]
+    return [*workers, gateway_process(opts, workers)]
 
 
 # --------------------------------------------------------------------------- preflight
@@ -635,11 +815,25 @@ def preflight(opts: Options) -> list[str]:
             absent = [gpu for gpu in args.gpus if gpu >= count]
             if absent:
                 problems.append(f"--gpus lists {absent} but only {count} GPU(s) are visible")
-        if args.gpus and len(args.gpus) > 1 and shutil.which("smg") is None:
-            problems.append(f"--gpus needs the `smg` gateway command: {INSTALL_SMG_HINT}")
+        slots = worker_slots(args)
+        smg = shutil.which("smg")
+        if slots and smg is None:
+            problems.append(
+                f"{len(slots)} workers need the `smg` gateway command: {INSTALL_SMG_HINT}"
+            )
+        elif slots and opts.api_key and script_interpreter(smg or "") is None:
+            problems.append(
+                f"{smg} is not smg's Python entry point, and a standalone smg takes its API key "
+                "only on its command line, where every local user can read it: "
+                f"{INSTALL_SMG_HINT}"
+            )
+        if opts.user_config and not Path(opts.user_config).is_file():
+            problems.append(f"--config {opts.user_config}: no such file")
     endpoints = [(args.host, args.port)]
-    if not args.cpu and args.gpus and len(args.gpus) > 1:
-        endpoints += [("127.0.0.1", args.worker_base_port + gpu) for gpu in args.gpus]
+    if not args.cpu:
+        endpoints += [("127.0.0.1", port) for _, _, port in worker_slots(args)]
+        if worker_slots(args):
+            endpoints.append((args.host, args.gateway_metrics_port))
     for host, port in endpoints:
         problem = port_problem(host, port)
         if problem:
@@ -819,13 +1013,40 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
     return "\n".join(lines)
 
 
+class SecretFiles:
+    """A private directory (0700) holding SGLang's key file (0600), removed when done with."""
+
+    def __init__(self, opts: Options) -> None:
+        self.dir: Path | None = None
+        if opts.api_key and not opts.args.cpu:
+            self.dir = Path(tempfile.mkdtemp(prefix=SECRETS_DIR_PREFIX))
+            fd = os.open(self.dir / SGLANG_CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as config:
+                config.write(sglang_config_text(opts.api_key, opts.user_config))
+
+    @property
+    def path(self) -> Path:
+        return self.dir or Path(tempfile.gettempdir()) / SECRETS_DIR_PLACEHOLDER
+
+    def remove(self) -> None:
+        """Once SGLang has read its arguments, the file is no longer needed."""
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv, dict(os.environ))
-    processes = plan(opts)
     for note in opts.notes:
         say(note)
 
     if opts.args.dry_run:
+        placeholder = Path(tempfile.gettempdir()) / SECRETS_DIR_PLACEHOLDER
+        processes = plan(opts, placeholder)
+        if opts.api_key and not opts.args.cpu:
+            say(
+                f"the API key goes in {placeholder / SGLANG_CONFIG_NAME} (a new private "
+                "directory, mode 0600), removed once SGLang is ready; no command line holds it"
+            )
         problems = preflight(opts)
         for problem in problems:
             say(f"note: a real launch would fail here: {problem}")
@@ -841,6 +1062,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"error: {problem}")
         return 1
 
+    secrets = SecretFiles(opts)
+    try:
+        return run(opts, plan(opts, secrets.path), secrets)
+    finally:
+        secrets.remove()
+
+
+def run(opts: Options, processes: list[Process], secrets: SecretFiles) -> int:
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
     try:
@@ -849,11 +1078,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The gateway checks its workers when it starts: they must be up first.
                 for worker, _ in supervisor.children:
                     supervisor.wait_ready(worker, opts.args.wait_timeout)
+                secrets.remove()
             supervisor.start(process)
         if opts.args.no_wait:
             say("started; not waiting for readiness (--no-wait)")
         else:
             supervisor.wait_ready(processes[-1], opts.args.wait_timeout)
+            secrets.remove()
             print(ready_message(opts, processes), flush=True)
     except LaunchError as exc:
         stopped = supervisor.stop_requested.is_set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from tests.serving.conftest import REPO, clean_env, run_launch
+from tests.serving.test_launch_dry_run import load_launcher
 
 DEPLOY = REPO / "deploy"
 DIMS_0_6B = [32, 64, 128, 256, 512, 768, 1024]
@@ -161,16 +164,50 @@ def test_worker_probes(k8s: dict[tuple[str, str], Any]) -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 1200
 
 
+KEY_FILE = "/run/bookrec/sglang-config.yaml"
+
+
 def test_worker_args_are_what_the_launch_script_runs(k8s: dict[tuple[str, str], Any]) -> None:
-    c = container(k8s[("Deployment", "bookrec-embed-worker")])
+    worker = k8s[("Deployment", "bookrec-embed-worker")]
+    c = container(worker)
     assert c["command"] == ["sglang", "serve"]
     expected = dry_run_flags(
         ["--model", "0.6B", "--host", "0.0.0.0", "--enable-metrics", "--api-key", "x"]
     )
-    expected[expected.index("--api-key") + 1] = "$(BOOKREC_API_KEY)"
+    expected[expected.index("--config") + 1] = KEY_FILE
     assert c["args"] == expected
-    key = next(e for e in c["env"] if e["name"] == "BOOKREC_API_KEY")
+    # No key on the command line, none in the server's environment either.
+    assert "--api-key" not in c["args"]
+    assert not any("API_KEY" in e["name"] for e in c["env"])
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/run/bookrec"]["readOnly"] is True
+    volumes = {v["name"]: v for v in worker["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/run/bookrec"]["name"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_worker_init_container_writes_the_key_file_the_launcher_would(
+    k8s: dict[tuple[str, str], Any], tmp_path: Path
+) -> None:
+    (init,) = k8s[("Deployment", "bookrec-embed-worker")]["spec"]["template"]["spec"][
+        "initContainers"
+    ]
+    assert init["image"] == container(k8s[("Deployment", "bookrec-embed-worker")])["image"]
+    key = next(e for e in init["env"] if e["name"] == "BOOKREC_API_KEY")
     assert key["valueFrom"]["secretKeyRef"] == {"name": "bookrec-embed", "key": "api-key"}
+    assert init["command"][:2] == ["python3", "-c"]
+    assert init["command"][3] == KEY_FILE
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/run/bookrec"}
+    # Run the init program for real; it must write what the launch script writes.
+    secret = 'a "quoted" key: with # and \\ and unicode \u00e9'
+    target = tmp_path / "sglang-config.yaml"
+    subprocess.run(
+        [sys.executable, "-c", init["command"][2], str(target)],
+        env={"BOOKREC_API_KEY": secret},
+        check=True,
+    )
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text() == load_launcher().sglang_config_text(secret, None)
+    assert yaml.safe_load(target.read_text()) == {"api-key": secret}
 
 
 def test_services_route_to_their_pods(k8s: dict[tuple[str, str], Any]) -> None:
@@ -199,7 +236,12 @@ def test_gateway_discovers_the_workers(k8s: dict[tuple[str, str], Any]) -> None:
     assert args[args.index("--service-discovery-port") + 1] == "30000"
     assert args[args.index("--policy") + 1] == "round_robin"
     assert args[args.index("--port") + 1] == "30000"
-    assert args[args.index("--api-key") + 1] == "$(BOOKREC_API_KEY)"
+    # The key: from the Secret into the environment, handed to smg in-process by the same
+    # program the launch script runs.
+    assert "--api-key" not in args
+    assert c["command"] == ["python3", "-c", load_launcher().GATEWAY_BOOTSTRAP, "smg"]
+    key = next(e for e in c["env"] if e["name"] == "BOOKREC_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "bookrec-embed", "key": "api-key"}
     assert c["readinessProbe"]["httpGet"]["path"] == "/readiness"
     assert c["livenessProbe"]["timeoutSeconds"] >= 25
     account = gateway["spec"]["template"]["spec"]["serviceAccountName"]

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -57,6 +60,16 @@ def parse_command(line: str, program_words: int) -> Command:
             assert len(values) == 1, f"{flag} expects one value, got {values}"
             flags[flag] = values[0]
     return Command(env, program, flags, words)
+
+
+def load_launcher() -> ModuleType:
+    """scripts/launch_server.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("launch_server", LAUNCH_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("launch_server", module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def dry_run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -174,6 +187,10 @@ def test_every_server_option_becomes_its_sglang_flag() -> None:
         (["--gpus", "0,0"], "duplicate"),
         (["--dimensions-list", "64,x"], "integers"),
         (["--any-dimension", "--no-matryoshka"], "not allowed with"),
+        (["--cpu", "--workers-per-gpu", "2"], "exclude each other"),
+        (["--workers-per-gpu", "0"], "positive"),
+        (["--workers-per-gpu", "2", "--port", "31001"], "collides"),
+        (["--workers-per-gpu", "2", "--gateway-metrics-port", "31000"], "is taken"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(args: list[str], message: str) -> None:
@@ -183,19 +200,77 @@ def test_bad_options_exit_2_with_a_message(args: list[str], message: str) -> Non
     assert result.stdout == ""
 
 
-def test_api_key_from_option_is_passed_but_printed_masked() -> None:
+def config_placeholder() -> str:
+    """The key file a dry run names (a real launch creates the directory)."""
+    return str(Path(tempfile.gettempdir()) / "bookrec-launch-XXXXXXXX" / "sglang-config.yaml")
+
+
+def test_api_key_goes_to_a_config_file_never_on_the_command_line() -> None:
     result = dry_run("--api-key", "s3cret-value")
     cmd = parse_command(commands(result)[0], 2)
-    assert cmd.flags["--api-key"] == "***"
+    assert "--api-key" not in cmd.flags
+    assert cmd.flags["--config"] == config_placeholder()
+    assert "mode 0600" in result.stderr
     assert "s3cret-value" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("var", ["BOOKREC_API_KEY", "SGLANG_API_KEY"])
-def test_api_key_from_environment_is_masked(var: str) -> None:
+def test_api_key_from_environment_goes_to_the_config_file(var: str) -> None:
     result = dry_run(**{var: "env-secret"})
     cmd = parse_command(commands(result)[0], 2)
-    assert cmd.flags["--api-key"] == "***"
+    assert "--api-key" not in cmd.flags
+    assert cmd.flags["--config"] == config_placeholder()
     assert "env-secret" not in result.stdout + result.stderr
+
+
+def test_no_key_no_config_file() -> None:
+    result = dry_run()
+    assert "--config" not in parse_command(commands(result)[0], 2).flags
+    assert "0600" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra", [["--api-key", "after-dash"], ["--api-key=after-dash"]], ids=["two-words", "equals"]
+)
+@pytest.mark.parametrize("mode", [[], ["--cpu"]], ids=["sglang", "cpu"])
+def test_api_key_after_the_dashes_is_lifted_out_and_never_printed(
+    extra: list[str], mode: list[str]
+) -> None:
+    result = dry_run(*mode, "--", "--dtype", "float16", *extra)
+    (line,) = commands(result)
+    assert "after-dash" not in result.stdout + result.stderr
+    assert "--api-key" not in line
+    words = shlex.split(line)
+    assert words[-2:] == ["--dtype", "float16"]
+    if mode:
+        assert words[0] == "BOOKREC_API_KEY=***"
+    else:
+        assert words[words.index("--config") + 1] == config_placeholder()
+
+
+def test_two_different_keys_are_refused() -> None:
+    result = run_launch("--dry-run", "--api-key", "a", "--", "--api-key", "b")
+    assert result.returncode == 2
+    assert "two different API keys" in result.stderr
+
+
+def test_a_config_file_after_the_dashes_is_merged_into_ours() -> None:
+    result = dry_run("--api-key", "k", "--", "--config", "/etc/sglang/mine.yaml")
+    words = shlex.split(commands(result)[0])
+    assert words.count("--config") == 1
+    assert words[words.index("--config") + 1] == config_placeholder()
+    assert "/etc/sglang/mine.yaml: no such file" in result.stderr
+    # Without a key there is nothing to merge: the user's file goes through as given.
+    words = shlex.split(commands(dry_run("--", "--config", "/etc/sglang/mine.yaml"))[0])
+    assert words[-2:] == ["--config", "/etc/sglang/mine.yaml"]
+
+
+def test_display_masks_api_key_values_wherever_they_are() -> None:
+    launcher = load_launcher()
+    process = launcher.Process(
+        "x", ("prog", "--api-key", "one", "--api-key=two", "--other", "three"), secret="three"
+    )
+    assert process.display() == "prog --api-key '***' '--api-key=***' --other '***'"
 
 
 def test_exposed_host_without_key_warns() -> None:
@@ -229,6 +304,12 @@ def test_pass_through_model_override_replaces_ours() -> None:
     assert "replaces the Matryoshka override" in result.stderr
 
 
+def gateway_command(line: str) -> Command:
+    """The gateway's line: with a key, smg runs through the bootstrap that hands it the key."""
+    words = [w for w in shlex.split(line) if not ("=" in w and w.split("=")[0].isidentifier())]
+    return parse_command(line, words.index("launch") + 1)
+
+
 def test_gpus_start_one_worker_per_gpu_behind_the_smg_gateway() -> None:
     result = dry_run("--gpus", "0,1,3", "--model", "4B", "--host", "0.0.0.0", "--api-key", "k9")
     lines = result.stdout.splitlines()
@@ -245,27 +326,97 @@ def test_gpus_start_one_worker_per_gpu_behind_the_smg_gateway() -> None:
         assert worker.flags["--port"] == str(31000 + gpu)
         assert worker.flags["--host"] == "127.0.0.1"
         assert worker.flags["--is-embedding"] is True
-        assert worker.flags["--api-key"] == "***"
+        assert worker.flags["--config"] == config_placeholder()
+        assert "--api-key" not in worker.flags
+        assert "--mem-fraction-static" not in worker.flags
         assert matryoshka(worker) == {"matryoshka_dimensions": DIMS_4B}
-    gateway = parse_command(lines[7], 2)
-    assert gateway.program == ["smg", "launch"]
-    assert gateway.env == {}
+    gateway = gateway_command(lines[7])
+    # The key reaches the gateway through its environment and the bootstrap program.
+    assert gateway.env == {"BOOKREC_API_KEY": "***"}
+    # The interpreter is the one smg's script names (or python3 where no smg is installed).
+    assert gateway.program[-4:-2] == ["-c", load_launcher().GATEWAY_BOOTSTRAP]
+    assert Path(gateway.program[-2]).name == "smg"
+    assert gateway.program[-1] == "launch"
     assert gateway.flags == {
         "--worker-urls": [f"http://127.0.0.1:{31000 + gpu}" for gpu in (0, 1, 3)],
         "--policy": "round_robin",
         "--host": "0.0.0.0",
         "--port": "30000",
-        "--api-key": "***",
+        "--prometheus-host": "0.0.0.0",
+        "--prometheus-port": "29000",
     }
     assert "k9" not in result.stdout + result.stderr
 
 
 def test_gpus_worker_ports_and_policy_are_configurable() -> None:
-    result = dry_run("--gpus", "0,1", "--worker-base-port", "32000", "--policy", "power_of_two")
-    gateway = parse_command(result.stdout.splitlines()[-1], 2)
+    result = dry_run(
+        "--gpus",
+        "0,1",
+        "--worker-base-port",
+        "32000",
+        "--policy",
+        "power_of_two",
+        "--gateway-metrics-port",
+        "29100",
+    )
+    gateway = gateway_command(result.stdout.splitlines()[-1])
+    assert gateway.program == ["smg", "launch"]
+    assert gateway.env == {}
     assert gateway.flags["--worker-urls"] == ["http://127.0.0.1:32000", "http://127.0.0.1:32001"]
     assert gateway.flags["--policy"] == "power_of_two"
+    assert gateway.flags["--prometheus-port"] == "29100"
     assert "--api-key" not in gateway.flags
+
+
+def test_served_name_and_model_path_both_route_through_the_gateway() -> None:
+    result = dry_run("--gpus", "0,1", "--served-model-name", "qwen3-embedding-0.6b")
+    gateway = gateway_command(result.stdout.splitlines()[-1])
+    assert gateway.flags["--model-alias"] == "Qwen/Qwen3-Embedding-0.6B=qwen3-embedding-0.6b"
+
+
+@pytest.mark.parametrize(
+    ("args", "gpus", "share"),
+    [
+        (["--workers-per-gpu", "2"], [0], "0.4"),
+        (["--gpus", "1", "--workers-per-gpu", "3"], [1], "0.267"),
+        (
+            ["--gpus", "0,2", "--workers-per-gpu", "2", "--mem-fraction-static", "0.9"],
+            [0, 2],
+            "0.45",
+        ),
+    ],
+)
+def test_workers_per_gpu_share_the_gpu_memory_behind_the_gateway(
+    args: list[str], gpus: list[int], share: str
+) -> None:
+    result = dry_run(*args, BOOKREC_API_KEY="wk")
+    lines = result.stdout.splitlines()
+    per_gpu = int(args[args.index("--workers-per-gpu") + 1])
+    names = [f"# worker {j} on GPU {gpu}" for gpu in gpus for j in range(per_gpu)]
+    assert lines[0::2] == [*names, "# gateway"]
+    workers = [parse_command(line, 2) for line in lines[1:-2:2]]
+    ports = [31000 + gpu * per_gpu + j for gpu in gpus for j in range(per_gpu)]
+    for (gpu, port), worker in zip(
+        [(gpu, 31000 + gpu * per_gpu + j) for gpu in gpus for j in range(per_gpu)],
+        workers,
+        strict=True,
+    ):
+        assert worker.env == {"CUDA_VISIBLE_DEVICES": str(gpu)}
+        assert worker.flags["--port"] == str(port)
+        assert worker.flags["--host"] == "127.0.0.1"
+        assert worker.flags["--mem-fraction-static"] == share
+        assert worker.flags["--config"] == config_placeholder()
+    gateway = gateway_command(lines[-1])
+    assert gateway.flags["--worker-urls"] == [f"http://127.0.0.1:{port}" for port in ports]
+    assert gateway.flags["--port"] == "30000"
+    assert f"--mem-fraction-static {share}" in result.stderr
+    assert "wk" not in result.stdout
+
+
+def test_one_worker_on_one_gpu_needs_no_gateway() -> None:
+    cmd = sglang("--workers-per-gpu", "1")
+    assert cmd.flags["--port"] == "30000"
+    assert "--mem-fraction-static" not in cmd.flags
 
 
 def test_a_single_gpu_runs_sglang_on_the_main_port_without_gateway() -> None:
@@ -358,3 +509,18 @@ def test_sglang_accepts_the_printed_command() -> None:
     assert server_args.chunked_prefill_size == -1
     assert server_args.port == 30000
     assert json.loads(server_args.json_model_override_args) == {"matryoshka_dimensions": DIMS_8B}
+
+
+def test_sglang_reads_the_key_from_the_config_file(tmp_path: Path) -> None:
+    """SGLang's own parser merges the key file the launcher writes (only where SGLang is)."""
+    pytest.importorskip("sglang", reason="SGLang is not installed here (GPU hosts only)")
+    from sglang.srt.server_args import prepare_server_args
+
+    key = 'k"ey\\with: yaml-ish # chars'
+    config = tmp_path / "sglang-config.yaml"
+    config.write_text(load_launcher().sglang_config_text(key, None))
+    words = shlex.split(commands(dry_run("--api-key", key))[0])
+    words[words.index("--config") + 1] = str(config)
+    server_args = prepare_server_args(words[2:])
+    assert server_args.api_key == key
+    assert server_args.is_embedding

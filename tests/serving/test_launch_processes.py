@@ -117,7 +117,11 @@ def test_gpus_beyond_the_visible_ones_are_refused(fake_tools: FakeTools) -> None
 
 def test_gateway_mode_needs_smg(fake_tools: FakeTools) -> None:
     fake_tools.remove("smg")
-    result = run_launch("--gpus", "0,1", "--port", str(free_port()), env=fake_tools.env())
+    env = fake_tools.env()
+    # Without this interpreter's bin directory on PATH, where the dev extra installs smg.
+    env["PATH"] = os.pathsep.join([str(fake_tools.bin_dir), "/usr/bin", "/bin"])
+    env["BOOKREC_PYTHON"] = sys.executable
+    result = run_launch("--gpus", "0,1", "--port", str(free_port()), env=env)
     assert result.returncode == 1
     assert "pip install smg" in result.stderr
 
@@ -165,8 +169,9 @@ def test_single_gpu_waits_for_ready_prints_url_and_stops_on_sigterm(
         assert start["prog"] == "sglang"
         argv = start["argv"]
         assert argv[0] == "serve"
-        # BOOKREC_API_KEY wins over SGLANG_API_KEY.
-        assert argv[argv.index("--api-key") + 1] == "from-bookrec"
+        # The key is in a file SGLang reads (tests/serving/test_launch_secrets.py reads it).
+        assert "--api-key" not in argv
+        assert Path(argv[argv.index("--config") + 1]).name == "sglang-config.yaml"
         assert argv[argv.index("--port") + 1] == str(port)
         assert start["cuda"] is None
     assert [e["event"] for e in fake_tools.events()] == ["start", "stop"]
@@ -231,10 +236,12 @@ def test_gpus_run_workers_then_the_gateway_and_stop_them_all(
             argv = worker["argv"]
             assert argv[argv.index("--port") + 1] == str(base + gpu)
             assert argv[argv.index("--host") + 1] == "127.0.0.1"
-            assert argv[argv.index("--api-key") + 1] == "gw-key"
+            assert "--api-key" not in argv
+            assert "--config" in argv
         gateway = starts[2]["argv"]
         assert gateway[0] == "launch"
         assert gateway[gateway.index("--port") + 1] == str(port)
+        # Handed over inside the process: the gateway's sys.argv has it, its command line not.
         assert gateway[gateway.index("--api-key") + 1] == "gw-key"
         # The gateway checked its workers at start-up and found them up.
         assert not [e for e in fake_tools.events() if e["event"] == "worker-down"]
