@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-header-bytes",
         type=int,
         default=64 * 1024,
-        help="request line plus headers, 400 beyond (default 64 KiB)",
+        help="request line plus headers, 431 beyond (default 64 KiB)",
     )
     limits.add_argument(
         "--max-buffered-bytes",

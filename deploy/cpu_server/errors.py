@@ -11,6 +11,7 @@ ERROR_TYPES = {
     404: "NotFoundError",
     408: "RequestTimeoutError",
     413: "BadRequestError",
+    431: "BadRequestError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
 }

@@ -59,7 +59,7 @@ class Limits:
     #: ``--max-body-bytes``: larger bodies get 413, refused by ``Content-Length`` before a byte
     #: is read, or cut off at the limit when they are streamed (chunked).
     max_body_bytes: int = 16 * 1024 * 1024
-    #: ``--max-header-bytes``: request line plus headers (h11's incomplete-event limit); 400.
+    #: ``--max-header-bytes``: request line plus headers; 431 beyond.
     max_header_bytes: int = 64 * 1024
     #: ``--max-buffered-bytes``: request bodies held at once, all requests together; a request
     #: waits for room before its body is read (``Content-Length``, or ``max_body_bytes`` when
@@ -495,7 +495,7 @@ def build_server(state: State, host: str, port: int) -> Server:
         build_app(state),
         host=host,
         port=port,
-        http=guarded_protocol(limits.header_timeout),
+        http=guarded_protocol(limits.header_timeout, limits.max_header_bytes),
         lifespan="off",
         log_config=None,  # uvicorn's loggers go to the root logger set up in __main__
         access_log=False,
