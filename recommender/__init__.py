@@ -10,6 +10,8 @@ with EmbeddingClient(ClientConfig.from_env()) as embedder:
     rec = Recommender(catalog, index, embedder)
     rec.similar("en-0001", k=5)
     rec.recommend(liked=["en-0001"], preferences=["slow-burn romance"], k=10)
+    # A second stage: Qwen3-Reranker (the client's rerank endpoints) orders the top 100.
+    Recommender(catalog, index, embedder, reranker=embedder).search("cosy", rerank=True)
 ```
 """
 
@@ -34,11 +36,21 @@ from .lexical import LexicalEmbedder, LexicalScorer
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights
 from .recommend import Recommendation, Recommender
+from .rerank import (
+    DEFAULT_RERANK_CANDIDATES,
+    READER_RERANK_INSTRUCTION,
+    SEARCH_RERANK_INSTRUCTION,
+    RerankSettings,
+    reader_query,
+)
 from .store import Hits, VectorStore
 from .text import BOOK_TEXT_VERSION, book_text, content_hash
 
 __all__ = [
     "BOOK_TEXT_VERSION",
+    "DEFAULT_RERANK_CANDIDATES",
+    "READER_RERANK_INSTRUCTION",
+    "SEARCH_RERANK_INSTRUCTION",
     "Book",
     "Catalog",
     "CatalogError",
@@ -59,6 +71,7 @@ __all__ = [
     "Recommendation",
     "Recommender",
     "RecommenderError",
+    "RerankSettings",
     "UnknownBookError",
     "VectorIndex",
     "VectorStore",
@@ -68,5 +81,6 @@ __all__ = [
     "encode_texts",
     "find_similar_items",
     "load_catalog",
+    "reader_query",
     "recommend_items",
 ]

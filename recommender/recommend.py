@@ -11,6 +11,11 @@ When free text cannot be embedded because every endpoint is down
 book texts instead, a warning is logged and the results are marked ``degraded``. "More like
 this" and recommendations from reading history use stored vectors only and are never degraded.
 
+``search`` and ``recommend`` take ``rerank=True`` for a second stage (:mod:`.rerank`): the
+first stage's best candidates are rescored by a reranker and the results marked ``reranked``;
+when the reranker is down they keep the first stage's order, ``reranked`` false, and a warning
+is logged.
+
 The recommender follows its store: each query first asks the store whether any process changed
 it (one stat of a file, or one short SQL query) and, if so, rebuilds its view of the books.
 :meth:`Recommender.put_books` and :meth:`Recommender.delete_books` change the store, so the
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bookrec.client import Embedder, EmbeddingUnavailable, normalize
+from bookrec.client import Embedder, EmbeddingUnavailable, Reranker, normalize
 
 from .book import Book, normalize_name
 from .candidates import RowSpace, top_candidates
@@ -43,6 +48,7 @@ from .lexical import LexicalScorer
 from .live import embed_books
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
+from .rerank import RerankSettings, reader_query, rerank_scores
 from .store import VectorStore, store_location
 from .text import book_text
 
@@ -57,13 +63,14 @@ Reasons = Callable[[list[str], NDArray[np.float32]], list[str]]
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """One result: the book, its score, a reason a person can read, and whether the score came
-    from the keyword fallback instead of embeddings."""
+    """One result: the book, its score, a reason a person can read, whether the score came
+    from the keyword fallback instead of embeddings, and whether a reranker gave the score."""
 
     book: Book
     score: float
     reason: str
     degraded: bool = False
+    reranked: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of a result (the CLI's ``--json`` and the HTTP service use it)."""
@@ -81,7 +88,16 @@ class Recommendation:
             "score": round(self.score, 6),
             "reason": self.reason,
             "degraded": self.degraded,
+            "reranked": self.reranked,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _SecondStage:
+    """What the reranker reads for one ranking: the query and the instruction."""
+
+    query: str
+    instruction: str
 
 
 def _quote(text: str) -> str:
@@ -99,8 +115,9 @@ class Recommender:
     (``search`` and ``preferences``); without one, or when it is unavailable, free text is
     matched with TF-IDF and results are degraded. ``instruction`` overrides the embedder's
     default query instruction. ``hybrid`` turns on the rating/popularity boost
-    (:class:`HybridScoring`). Filters are keyword arguments named as the fields of
-    :class:`Filters`.
+    (:class:`HybridScoring`). ``reranker`` (e.g. the embedding client, whose ``rerank`` calls
+    its own servers) serves ``rerank=True``, as ``rerank_settings`` say. Filters are keyword
+    arguments named as the fields of :class:`Filters`.
     """
 
     def __init__(
@@ -113,6 +130,8 @@ class Recommender:
         hybrid: HybridScoring | None = None,
         weights: ProfileWeights | None = None,
         follow: bool = True,
+        reranker: Reranker | None = None,
+        rerank_settings: RerankSettings | None = None,
     ) -> None:
         if isinstance(store, VectorIndex):
             store = NumpyStore(store, catalog)
@@ -123,6 +142,8 @@ class Recommender:
         self.hybrid = hybrid
         self.weights = weights or ProfileWeights()
         self.follow = follow
+        self.reranker = reranker
+        self.rerank_settings = rerank_settings or RerankSettings()
         if embedder is not None:
             check_compatible(self.store.identity, embedder, where=self._where)
         self._lock = threading.Lock()
@@ -205,9 +226,16 @@ class Recommender:
         )
 
     def search(
-        self, text: str, k: int = 10, *, diversity: float = 0.0, **filters: Any
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        diversity: float = 0.0,
+        rerank: bool = False,
+        **filters: Any,
     ) -> list[Recommendation]:
-        """Books matching a free-text description (embedded as a query with the instruction)."""
+        """Books matching a free-text description (embedded as a query with the instruction);
+        ``rerank``: the best candidates rescored by the reranker against ``text``."""
         _check_k(k)
         if not text.strip():
             raise ValueError("the search text is empty")
@@ -216,6 +244,7 @@ class Recommender:
         vectors = self._embed_queries([text])
         scorer = Scorer(add=view.lexical.scores(text)) if vectors is None else Scorer(vectors)
         reason = f"matches {_quote(text)}"
+        stage = _SecondStage(text, self.rerank_settings.search_instruction) if rerank else None
         return self._select(
             view,
             scorer,
@@ -225,6 +254,7 @@ class Recommender:
             diversity,
             lambda ids, _vectors: [reason] * len(ids),
             degraded=vectors is None,
+            rerank=stage,
         )
 
     def recommend(
@@ -238,6 +268,7 @@ class Recommender:
         strategy: Strategy = "average",
         diversity: float = 0.0,
         exclude_read: bool = True,
+        rerank: bool = False,
         **filters: Any,
     ) -> list[Recommendation]:
         """Books for a reader.
@@ -248,6 +279,8 @@ class Recommender:
         ``strategy="best"`` ranks by the best match to any single positive. Each result names
         the positive that contributes most to it. Read and liked books (and their other
         editions) are left out unless ``exclude_read=False``; disliked ones always are.
+        ``rerank``: the best candidates rescored by the reranker against the reader's wishes and
+        liked books (:func:`reader_query`).
         """
         _check_k(k)
         if strategy not in ("average", "best"):
@@ -302,6 +335,10 @@ class Recommender:
             rows = view.space.rows(ids)
             return strongest_signals(signals, chosen, rows, strategy, view.keyword_scores)
 
+        stage = None
+        if rerank:
+            query = reader_query(prefs, liked_books, history_books)
+            stage = _SecondStage(query, self.rerank_settings.reader_instruction)
         return self._select(
             view,
             scorer,
@@ -311,6 +348,7 @@ class Recommender:
             diversity,
             reasons,
             degraded=degraded,
+            rerank=stage,
         )
 
     # -- selection ----------------------------------------------------------------------------
@@ -326,13 +364,42 @@ class Recommender:
         reasons: Reasons,
         *,
         degraded: bool,
+        rerank: _SecondStage | None = None,
     ) -> list[Recommendation]:
         """The ``k`` results: the best candidates, one per work, within the caps (MMR when
-        ``diversity`` > 0); the pool of candidates grows until enough survive."""
+        ``diversity`` > 0); the pool of candidates grows until enough survive. With ``rerank``
+        the first stage picks ``rerank_settings.candidates`` books that way, without MMR, and
+        the reranker's scores order them (MMR then runs over those scores)."""
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
         if self.hybrid is not None:
             scorer = scorer.with_bonus(view.bonus(self.hybrid))
+        if rerank is not None:
+            n = max(self.rerank_settings.candidates, k)
+            found_ids, books, vectors = self._first_stage(view, scorer, n, filters, exclude)
+            scores = rerank_scores(self.reranker, rerank.query, books, rerank.instruction)
+            if scores is not None:
+                rel = np.asarray(scores, dtype=np.float64)
+                if diversity > 0 and vectors is None:
+                    vectors = view.store.vectors(found_ids)
+                picked = select_diverse(
+                    rel,
+                    k,
+                    vectors=vectors,
+                    diversity=diversity,
+                    groups=[view.groups(b) for b in books],
+                    caps=filters.caps,
+                )
+                chosen = [found_ids[i] for i in picked]
+                chosen_vectors = (
+                    vectors[picked] if vectors is not None else view.store.vectors(chosen)
+                )
+                texts = reasons(chosen, chosen_vectors)
+                return [
+                    Recommendation(books[i], float(rel[i]), f"{why} (reranked)", degraded, True)
+                    for i, why in zip(picked, texts, strict=True)
+                ]
+            # No reranker answered: the first stage's best k, as without rerank (logged).
         store = view.store
         pool = 3 * k + 10 if diversity == 0.0 else max(5 * k, 50)
         while True:
@@ -359,6 +426,24 @@ class Recommender:
             Recommendation(books[i], float(found.scores[i]), reason, degraded)
             for i, reason in zip(picked, texts, strict=True)
         ]
+
+    def _first_stage(
+        self, view: _View, scorer: Scorer, n: int, filters: Filters, exclude: frozenset[str]
+    ) -> tuple[list[str], list[Book], NDArray[np.float32] | None]:
+        """The best ``n`` candidates for the reranker, one per work, within the caps: their
+        ids, books and vectors (when the store returned them)."""
+        pool = 3 * n + 10
+        while True:
+            found = top_candidates(view.space, scorer, pool, filters=filters, exclude=exclude)
+            books = [view.catalog.book(i) for i in found.ids]
+            picked = select_diverse(
+                found.scores, n, groups=[view.groups(b) for b in books], caps=filters.caps
+            )
+            if len(picked) >= n or len(found.ids) < pool:
+                break
+            pool *= 4
+        vectors = found.vectors[picked] if found.vectors is not None else None
+        return [found.ids[i] for i in picked], [books[i] for i in picked], vectors
 
     # -- free text ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from bookrec import recommender
 
 from . import stores
-from .config import filters_from_args, open_client
+from .config import filters_from_args, open_client, rerank_settings
 from .errors import EXIT_OK, CliError
 from .parser import sample_catalog_path
 from .progress import ProgressBar
@@ -146,20 +146,26 @@ def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
 
 @contextmanager
 def _recommender(
-    args: argparse.Namespace, embedder: Any = None
+    args: argparse.Namespace, embedder: Any = None, reranker: Any = None
 ) -> Iterator[recommender.Recommender]:
-    """The recommender over ``--index`` or ``--store`` (whose connection closes afterwards)."""
+    """The recommender over ``--index`` or ``--store`` (whose connection closes afterwards);
+    ``reranker`` serves ``--rerank``, as ``--rerank-candidates`` and ``--rerank-instruction``
+    say."""
+    options: dict[str, Any] = {"embedder": embedder}
+    if reranker is not None:
+        options["reranker"] = reranker
+        options["rerank_settings"] = rerank_settings(args)
     dsn = stores.store_dsn(args)
     if dsn is None:
         catalog = load_catalog(_catalog_path(args))
         index = open_index(Path(args.index))
-        yield recommender.Recommender(catalog, index, embedder=embedder)
+        yield recommender.Recommender(catalog, index, **options)
         return
     with stores.open_store(dsn, getattr(args, "replicas", None) or ()) as store:
         books = (
             load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(store)
         )
-        yield recommender.Recommender(books, store, embedder=embedder)
+        yield recommender.Recommender(books, store, **options)
 
 
 def _results_out(
@@ -170,22 +176,29 @@ def _results_out(
     results: Sequence[recommender.Recommendation],
 ) -> int:
     degraded = any(r.degraded for r in results)
+    asked = bool(getattr(args, "rerank", False))
+    reranked = any(r.reranked for r in results)
     if args.json:
-        _print_json(
-            {
-                "query": query,
-                "degraded": degraded,
-                "results": [{"rank": i, **r.to_dict()} for i, r in enumerate(results, 1)],
-            },
-            out,
-        )
-        return EXIT_OK
-    print(title, file=out)
-    print(recommendations_table(results), file=out)
-    if degraded:
+        envelope = {
+            "query": query,
+            "degraded": degraded,
+            "reranked": reranked,
+            "results": [{"rank": i, **r.to_dict()} for i, r in enumerate(results, 1)],
+        }
+        _print_json(envelope, out)
+    else:
+        print(title, file=out)
+        print(recommendations_table(results), file=out)
+    if degraded and not args.json:
         print(
             "note: the embedding service was unavailable; free text was matched lexically "
             "(TF-IDF), so these results are degraded.",
+            file=sys.stderr,
+        )
+    if asked and results and not reranked:
+        print(
+            "note: the reranker was unavailable; the results keep the first-stage order "
+            "(not reranked).",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -204,9 +217,12 @@ def cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
     if not (args.history or args.liked or args.preference):
         raise CliError("give at least one of --history, --liked or --prefer")
-    if args.preference:
-        with open_client(args) as embedder, _recommender(args, embedder) as rec:
-            results = _run_recommend(rec, args)
+    if args.preference or args.rerank:
+        with open_client(args) as client:
+            embedder = client if args.preference else None
+            reranker = client if args.rerank else None
+            with _recommender(args, embedder, reranker) as rec:
+                results = _run_recommend(rec, args)
     else:
         with _recommender(args) as rec:
             results = _run_recommend(rec, args)
@@ -218,6 +234,8 @@ def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
         "strategy": args.strategy,
         "k": args.k,
     }
+    if args.rerank:
+        query["rerank"] = True
     return _results_out(args, out, "Recommendations", query, results)
 
 
@@ -234,6 +252,7 @@ def _run_recommend(
             strategy=args.strategy,
             diversity=args.diversity,
             exclude_read=not args.include_read,
+            rerank=args.rerank,
             **filters_from_args(args),
         )
     )
@@ -243,9 +262,22 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     text = " ".join(args.text).strip()
     if not text:
         raise CliError("search text is empty")
-    with open_client(args) as embedder, _recommender(args, embedder) as rec:
-        results = rec.search(text, k=args.k, diversity=args.diversity, **filters_from_args(args))
-    return _results_out(args, out, f"Books matching “{text}”", {"text": text, "k": args.k}, results)
+    reranking = args.rerank
+    with (
+        open_client(args) as embedder,
+        _recommender(args, embedder, embedder if reranking else None) as rec,
+    ):
+        results = rec.search(
+            text,
+            k=args.k,
+            diversity=args.diversity,
+            rerank=reranking,
+            **filters_from_args(args),
+        )
+    query: dict[str, Any] = {"text": text, "k": args.k}
+    if reranking:
+        query["rerank"] = True
+    return _results_out(args, out, f"Books matching “{text}”", query, results)
 
 
 def _books_to_put(source: str) -> recommender.Catalog:

@@ -8,18 +8,25 @@ import os
 from typing import Any
 
 from bookrec.client import ClientConfig, EmbeddingClient, Endpoint
-from bookrec.recommender import Filters
+from bookrec.recommender import Filters, RerankSettings
 
 __all__ = [
     "API_KEY_ENV",
     "REPLICAS_ENV",
+    "RERANK_KEY_ENV",
+    "RERANK_URL_ENV",
     "STORE_ENV",
     "client_config",
     "filters_from_args",
     "open_client",
+    "rerank_settings",
 ]
 
 API_KEY_ENV = "BOOKREC_API_KEY"
+#: The reranker's endpoints, comma-separated (read by ``ClientConfig.from_env``).
+RERANK_URL_ENV = "BOOKREC_RERANK_BASE_URL"
+#: The reranker's bearer token (default: ``BOOKREC_API_KEY``).
+RERANK_KEY_ENV = "BOOKREC_RERANK_API_KEY"
 #: The PostgreSQL store's connection string, the default of ``--store``.
 STORE_ENV = "BOOKREC_STORE"
 #: Streaming replicas of the store to read from, comma-separated (the default of ``--replica``).
@@ -45,7 +52,19 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
         changes["cache_path"] = str(args.cache)
     if getattr(args, "timeout", None) is not None:
         changes["timeout"] = args.timeout
+    rerank_urls: list[str] | None = getattr(args, "rerank_url", None)
+    if rerank_urls:
+        key = os.environ.get(RERANK_KEY_ENV) or os.environ.get(API_KEY_ENV)
+        changes["rerank_endpoints"] = tuple(Endpoint(url, key) for url in rerank_urls)
     return config.with_options(**changes) if changes else config
+
+
+def rerank_settings(args: argparse.Namespace) -> RerankSettings:
+    """The second stage's settings of ``--rerank-candidates`` and ``--rerank-instruction``."""
+    changes: dict[str, Any] = {"candidates": args.rerank_candidates}
+    if args.rerank_instruction:
+        changes["search_instruction"] = changes["reader_instruction"] = args.rerank_instruction
+    return RerankSettings(**changes)
 
 
 def open_client(args: argparse.Namespace) -> EmbeddingClient:

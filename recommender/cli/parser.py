@@ -12,7 +12,8 @@ from typing import NoReturn, TypeVar
 
 from ..index.build import DEFAULT_CHUNK_SIZE
 from ..index.scan import check_request
-from .config import API_KEY_ENV, REPLICAS_ENV, STORE_ENV
+from ..rerank import DEFAULT_RERANK_CANDIDATES
+from .config import API_KEY_ENV, REPLICAS_ENV, RERANK_URL_ENV, STORE_ENV
 from .errors import EXIT_USAGE
 
 __all__ = ["DEFAULT_INDEX_DIR", "build_parser", "sample_catalog_path"]
@@ -120,6 +121,38 @@ def _endpoint_options() -> _Parser:
         "--timeout", type=_float, metavar="SECONDS", help="per-request timeout (default 30)"
     )
     return ep
+
+
+def _rerank_options(*, flag: bool = True) -> _Parser:
+    rr = _Parser(add_help=False)
+    group = rr.add_argument_group("second stage (a reranker such as Qwen3-Reranker)")
+    if flag:
+        group.add_argument(
+            "--rerank",
+            action="store_true",
+            help="rescore the best candidates with the reranker; when it is down the results "
+            "keep the first-stage order and say so",
+        )
+    group.add_argument(
+        "--rerank-candidates",
+        type=_positive_int,
+        default=DEFAULT_RERANK_CANDIDATES,
+        metavar="N",
+        help=f"how many first-stage candidates to rerank (default {DEFAULT_RERANK_CANDIDATES})",
+    )
+    group.add_argument(
+        "--rerank-url",
+        action="append",
+        metavar="URL",
+        help="the reranker's endpoint, e.g. http://127.0.0.1:30001/v1; repeat for fallbacks "
+        f"(default: ${RERANK_URL_ENV} or http://127.0.0.1:30001/v1)",
+    )
+    group.add_argument(
+        "--rerank-instruction",
+        metavar="TEXT",
+        help="the task the reranker judges (default: one for book searches, one for readers)",
+    )
+    return rr
 
 
 def _catalog_options(*, index_default: str = DEFAULT_INDEX_DIR) -> _Parser:
@@ -240,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     endpoint = _endpoint_options()
     catalog = _catalog_options()
     ranking = _ranking_options()
+    rerank = _rerank_options()
     parser = _Parser(
         prog="bookrec",
         description="Content-based book recommendations on Qwen3-Embedding.",
@@ -302,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "recommend",
-        parents=[*common, catalog, ranking, endpoint],
+        parents=[*common, catalog, ranking, endpoint, rerank],
         help="recommendations for a reader",
         description="Recommendations from what a reader read, liked and disliked, and what "
         "they say they want. Preference texts need the embedding service.",
@@ -333,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "search",
-        parents=[*common, catalog, ranking, endpoint],
+        parents=[*common, catalog, ranking, endpoint, rerank],
         help="books matching a free-text description",
     )
     p.add_argument("text", nargs="+", metavar="TEXT", help="what to look for")
@@ -402,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve",
-        parents=[debug, catalog, endpoint],
+        parents=[debug, catalog, endpoint, _rerank_options(flag=False)],
         help="the recommendation service over HTTP (JSON API, web page, metrics)",
         description="Serve similar, recommend, search, put and delete over HTTP (FastAPI on "
         "uvicorn), with the web page at / and Prometheus metrics at /metrics. API keys come "

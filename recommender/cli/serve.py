@@ -63,6 +63,9 @@ def _settings(args: argparse.Namespace) -> object:
         batching=not args.no_batching,
         batch_size=args.batch_size,
         batch_wait_ms=args.batch_wait_ms,
+        rerank_base_urls=tuple(args.rerank_url or ()),
+        rerank_candidates=args.rerank_candidates,
+        rerank_instruction=args.rerank_instruction,
     )
 
 

@@ -71,7 +71,15 @@ from .problems import (
 )
 from .settings import SETTINGS_ENV, ServiceSettings
 
-__all__ = ["Opened", "ServiceState", "app_from_env", "client_config", "create_app", "open_books"]
+__all__ = [
+    "Opened",
+    "ServiceState",
+    "app_from_env",
+    "client_config",
+    "create_app",
+    "open_books",
+    "rerank_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +169,19 @@ def client_config(settings: ServiceSettings) -> ClientConfig:
         changes["cache_path"] = settings.cache
     if settings.embedding_timeout is not None:
         changes["timeout"] = settings.embedding_timeout
+    if settings.rerank_base_urls:
+        key = os.environ.get("BOOKREC_RERANK_API_KEY") or os.environ.get("BOOKREC_API_KEY")
+        changes["rerank_endpoints"] = tuple(Endpoint(url, key) for url in settings.rerank_base_urls)
     return config.with_options(**changes) if changes else config
+
+
+def rerank_settings(settings: ServiceSettings) -> rl.RerankSettings:
+    """The second stage's candidates and instructions from the service settings."""
+    changes: dict[str, Any] = {"candidates": settings.rerank_candidates}
+    if settings.rerank_instruction:
+        changes["search_instruction"] = settings.rerank_instruction
+        changes["reader_instruction"] = settings.rerank_instruction
+    return rl.RerankSettings(**changes)
 
 
 #: How long a ranking that arrives while others run waits to share their pass over the index.
@@ -201,6 +221,9 @@ class ServiceState:
         self._closers: list[Callable[[], Any]] = []
         self._batcher: QueryBatcher | None = None
         self._async_client: AsyncEmbeddingClient | None = None
+        #: Serves ``rerank=true``: a blocking client (routes run in threads) on the reranker's
+        #: own endpoints; it makes no request until one asks for reranking.
+        self.reranker: EmbeddingClient | None = None
 
     @property
     def recommender(self) -> rl.Recommender:
@@ -244,6 +267,11 @@ class ServiceState:
         rec, close = await asyncio.to_thread(open_recommender, self.settings, self.embedder)
         self._recommender = rec
         self._closers.insert(0, close)
+        rerank_config = (config or client_config(self.settings)).with_options(cache_path=None)
+        self.reranker = EmbeddingClient(rerank_config)
+        self._closers.insert(0, self.reranker.close)
+        rec.reranker = self.reranker
+        rec.rerank_settings = rerank_settings(self.settings)
 
     async def stop(self) -> None:
         if self._batcher is not None:
@@ -311,6 +339,7 @@ def _envelope(query: dict[str, Any], results: list[rl.Recommendation]) -> dict[s
     return {
         "query": query,
         "degraded": any(r.degraded for r in results),
+        "reranked": any(r.reranked for r in results),
         "results": [{"rank": i, **r.to_dict()} for i, r in enumerate(results, 1)],
     }
 
@@ -395,6 +424,8 @@ def create_app(
     def degraded(route: str, envelope: dict[str, Any]) -> dict[str, Any]:
         if envelope["degraded"]:
             metrics.degraded.labels(route).inc()
+        if envelope["query"].get("rerank") and envelope["results"] and not envelope["reranked"]:
+            metrics.rerank_fallbacks.labels(route).inc()
         return envelope
 
     @app.get(
@@ -438,6 +469,7 @@ def create_app(
             strategy=body.strategy,
             diversity=body.diversity,
             exclude_read=body.exclude_read,
+            rerank=body.rerank,
             **filters,
         )
         return degraded("/v1/recommendations", _envelope(body.model_dump(), results))
@@ -447,14 +479,19 @@ def create_app(
         q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT, description="free text")],
         rank: Ranking,
         filters: Filtering,
+        rerank: Annotated[
+            bool,
+            Query(description="rescore the best candidates with the reranker against q"),
+        ] = False,
     ) -> dict[str, Any]:
         """Books matching a free-text description (keywords when the embedding service is
-        down: the results are then ``degraded``)."""
+        down: the results are then ``degraded``); with ``rerank`` the best candidates are
+        rescored by the reranker (``reranked`` false when it was unavailable)."""
         if not q.strip():
             raise InvalidRequest("query.q", "the search text is empty")
         _checked_filters(filters, "query.")
-        results = state.recommender.search(q, **rank, **filters)
-        query = {"text": q, **rank, "filters": _public(filters)}
+        results = state.recommender.search(q, **rank, rerank=rerank, **filters)
+        query = {"text": q, **rank, "rerank": rerank, "filters": _public(filters)}
         return degraded("/v1/search", _envelope(query, results))
 
     @app.put(

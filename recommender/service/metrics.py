@@ -64,6 +64,13 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.rerank_fallbacks = Counter(
+            "bookrec_rerank_fallbacks",
+            "Responses that asked for reranking but kept the first-stage order (reranker "
+            "unavailable), by route template",
+            ["route"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition (every worker's values in multiprocess mode)."""

@@ -83,6 +83,11 @@ class RecommendationRequest(BaseModel):
     diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     exclude_read: bool = True
     filters: FiltersIn = Field(default_factory=FiltersIn)
+    rerank: bool = Field(
+        False,
+        description="rescore the best candidates with the reranker against the reader's "
+        "wishes and liked books",
+    )
 
 
 class BookRecord(BaseModel):
@@ -144,14 +149,18 @@ class ResultOut(BaseModel):
     score: float
     reason: str
     degraded: bool
+    reranked: bool = False
 
 
 class Results(BaseModel):
     """The result envelope: the query as understood, whether any result is degraded (free
-    text matched by keywords because the embedding service was unavailable), the results."""
+    text matched by keywords because the embedding service was unavailable), whether the
+    results were reranked (false when ``rerank`` was asked but the reranker was unavailable:
+    then they keep the first stage's order), the results."""
 
     query: dict[str, Any]
     degraded: bool
+    reranked: bool = False
     results: list[ResultOut]
 
 

@@ -100,8 +100,10 @@ class ServiceSettings:
     Books come from ``index`` (a directory, with ``catalog`` or the bundled sample catalog) or
     from the PostgreSQL database ``store`` (read from ``replicas`` when usable). The embedding
     endpoint is ``ClientConfig.from_env()`` with the given options applied; ``embedding=False``
-    runs without one (free text is matched by keywords). ``api_keys`` is filled in by each
-    process (:func:`load_keys`) and never serialised.
+    runs without one (free text is matched by keywords). The reranker (``rerank=true`` on
+    search and recommendations) is ``rerank_base_urls`` or ``ClientConfig.from_env()``'s, with
+    ``rerank_candidates`` and ``rerank_instruction`` (default: the book tasks' own).
+    ``api_keys`` is filled in by each process (:func:`load_keys`) and never serialised.
     """
 
     index: str | None = None
@@ -123,6 +125,9 @@ class ServiceSettings:
     batching: bool = True
     batch_size: int = 64
     batch_wait_ms: float = 5.0
+    rerank_base_urls: tuple[str, ...] = ()
+    rerank_candidates: int = 100
+    rerank_instruction: str | None = None
     api_keys: ApiKeys = field(default_factory=ApiKeys, compare=False)
 
     def to_json(self) -> str:
@@ -134,7 +139,7 @@ class ServiceSettings:
     def from_json(cls, text: str) -> ServiceSettings:
         data: dict[str, Any] = json.loads(text)
         names = {f.name for f in dataclasses.fields(cls)} - {"api_keys"}
-        for name in ("replicas", "base_urls", "cors_origins"):
+        for name in ("replicas", "base_urls", "cors_origins", "rerank_base_urls"):
             if name in data:
                 data[name] = tuple(data[name])
         return cls(**{k: v for k, v in data.items() if k in names})

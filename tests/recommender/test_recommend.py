@@ -245,4 +245,5 @@ def test_to_dict(rec: Recommender) -> None:
         "score": pytest.approx(0.948683, abs=1e-6),
         "reason": "similar to Alpha",
         "degraded": False,
+        "reranked": False,
     }

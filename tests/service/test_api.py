@@ -77,7 +77,7 @@ def test_similar_with_filters(service: Service) -> None:
     result = body["results"][0]
     assert set(result) == {
         "rank", "id", "title", "authors", "summary", "year", "language", "tags", "series",
-        "rating", "score", "reason", "degraded",
+        "rating", "score", "reason", "degraded", "reranked",
     }  # fmt: skip
     filtered = service.http.get(
         "/v1/books/b001/similar",
