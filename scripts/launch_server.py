@@ -1034,6 +1034,18 @@ class SecretFiles:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def remove_when_ready(
+    process: Process, secrets: SecretFiles, stop: threading.Event, timeout: float
+) -> None:
+    """Remove the key file once `process` answers one of its readiness paths (quietly)."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        if any(probe(process.url + path) == 200 for path in process.ready_paths):
+            secrets.remove()
+            return
+        stop.wait(1.0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_options(sys.argv[1:] if argv is None else argv, dict(os.environ))
     for note in opts.notes:
@@ -1082,6 +1094,14 @@ def run(opts: Options, processes: list[Process], secrets: SecretFiles) -> int:
             supervisor.start(process)
         if opts.args.no_wait:
             say("started; not waiting for readiness (--no-wait)")
+            if secrets.dir is not None:
+                # The key file still goes once SGLang is ready (it has read its arguments).
+                threading.Thread(
+                    target=remove_when_ready,
+                    args=(processes[-1], secrets, supervisor.stop_requested),
+                    kwargs={"timeout": opts.args.wait_timeout},
+                    daemon=True,
+                ).start()
         else:
             supervisor.wait_ready(processes[-1], opts.args.wait_timeout)
             secrets.remove()

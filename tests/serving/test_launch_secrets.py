@@ -176,6 +176,36 @@ def test_the_users_config_file_is_merged_with_the_key(
     assert mine.read_text() == "log-level: debug\nmax-running-requests: 64"
 
 
+def test_without_waiting_the_key_file_still_goes_once_sglang_is_ready(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    env = standin_env(fake_tools, tmp_path, BOOKREC_API_KEY=SECRET)
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        launcher = subprocess.Popen(
+            [str(LAUNCH_SH), "--port", str(free_port()), "--no-wait"],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        reports_dir = Path(env["STANDIN_DIR"])
+        wait_until(lambda: any(reports_dir.glob("*.json")), 30, "the stand-in")
+        (report,) = reports(env)
+        config = Path(report["cmdline"][report["cmdline"].index("--config") + 1])
+        wait_until(lambda: not config.parent.exists(), 15, "the key file to go")
+        assert report["config_text"] == KEY_LINE
+        assert launcher.poll() is None, err.read_text()
+        assert_no_command_line_holds_the_key(launcher, 2)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0, err.read_text()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+
 def test_no_key_no_file(fake_tools: FakeTools, tmp_path: Path) -> None:
     env = standin_env(fake_tools, tmp_path)
     with service(["--port", str(free_port())], env, tmp_path):
