@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  launch_server.sh                                # 0.6B on GPU 0, 127.0.0.1:30000\n"
             "  BOOKREC_API_KEY=... launch_server.sh --model 8B --host 0.0.0.0 --enable-metrics\n"
             "  launch_server.sh --gpus 0,1,2,3 --model 4B      # 4 workers behind the gateway\n"
+            "  launch_server.sh --workers-per-gpu 2            # 2 workers sharing GPU 0\n"
             "  launch_server.sh --cpu                          # no GPU: transformers on CPU\n"
             "  launch_server.sh --dry-run -- --dtype float16   # print the command only\n"
             "\n"
