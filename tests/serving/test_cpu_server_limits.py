@@ -504,3 +504,37 @@ def test_the_byte_budget_makes_requests_wait_then_refuses() -> None:
             assert budget.used == size
 
     asyncio.run(run())
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tiny_model: Path, tmp_path: Path) -> None:
+    """Requests wait 1.5 s for a batch here: SIGTERM arrives while one waits, it is answered,
+    the port closes, the process exits 0."""
+    port = free_port()
+    stderr = tmp_path / "stderr.txt"
+    argv = [sys.executable, "-m", CPU_SERVER_MODULE, "--model", str(tiny_model)]
+    argv += ["--port", str(port), "--threads", "1", "--batch-wait-ms", "1500"]
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or "ready: " in stderr.read_text(), 90, "ready"
+        )
+        url = f"http://127.0.0.1:{port}/v1/embeddings"
+
+        async def run() -> int:
+            async with httpx.AsyncClient(timeout=20) as client:
+                call = asyncio.create_task(client.post(url, json={"input": "in flight"}))
+                await asyncio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                response = await call
+                return response.status_code
+
+        assert asyncio.run(run()) == 200
+        assert process.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in stderr.read_text()
