@@ -188,12 +188,20 @@ def rerank_settings(settings: ServiceSettings) -> rl.RerankSettings:
 SEARCH_WINDOW_SECONDS = 0.002
 
 
+#: Connections a worker's PostgreSQL store may open for concurrent searches.
+PG_POOL_SIZE = 8
+
+
 def open_books(settings: ServiceSettings, embedder: Embedder | None) -> Opened:
     """The recommender over the settings' store (the default ``open_recommender``)."""
     if settings.store:
         from bookrec.recommender.pgstore import PostgresStore
 
-        store = PostgresStore.open(settings.store, replicas=settings.replicas)
+        # Requests rank in a thread pool: their searches run in parallel on a pool of
+        # connections instead of taking turns on one.
+        store = PostgresStore.open(
+            settings.store, replicas=settings.replicas, pool_size=PG_POOL_SIZE
+        )
         try:
             catalog = rl.load_catalog(settings.catalog) if settings.catalog else store.catalog()
             return rl.Recommender(catalog, store, embedder=embedder), store.close
@@ -375,6 +383,7 @@ def create_app(
         lifespan=lifespan,
         # /docs is ours (below): FastAPI's loads Swagger UI from a CDN.
         docs_url=None,
+        redoc_url=None,  # ReDoc would load from a CDN; /docs is served offline
     )
     app.state.service = state
     install_handlers(app)

@@ -313,6 +313,8 @@ def test_docs_load_swagger_ui_from_the_service(service: Service) -> None:
         "/docs/assets/swagger-ui.css",
     ], links
     assert "://" not in docs.text, docs.text
+    # ReDoc, which would load from a CDN, is not served.
+    assert service.http.get("/redoc").status_code == 404
     policy = docs.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src 'self' 'sha256-" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
