@@ -22,7 +22,7 @@ It reproduces what bookrec depends on (SGLang 0.5.23):
   "code":400}``; a wrong or missing bearer token is 401 ``{"error":"Unauthorized"}`` when
   ``api_key`` is set (health routes need no key).
 - ``GET /ready`` (404 when ``legacy=True``), ``/health``, ``/health_generate``, ``/v1/models``,
-  ``/model_info``.
+  ``/model_info``, ``/server_info`` and ``/get_server_info`` (which the smg gateway polls).
 - ``POST /v1/rerank`` when launched as a reranker (``reranker=True``: SGLang without
   ``--is-embedding`` for Qwen3-Reranker, whose ``/v1/embeddings`` then answers 400):
   ``{query, documents, instruct, top_n, return_documents}`` in, a JSON list of
@@ -86,6 +86,8 @@ QWEN3_RERANK_DEFAULT_INSTRUCTION = (
 #: The 400 of an embedding server asked to rerank (the fake's wording).
 _NOT_A_RERANKER = "This model is not a rerank model; launch a reranker without --is-embedding."
 _WORD = re.compile(r"\w+")
+#: The version ``/get_server_info`` reports: the SGLang release whose protocol this fakes.
+_SGLANG_VERSION = "0.5.23"
 
 
 def fake_vector(text: str, dim: int) -> NDArray[np.float32]:
@@ -282,6 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in ("/model_info", "/get_model_info"):
             if self._authorized():
                 self._send_json(200, self._model_info())
+        elif path in ("/server_info", "/get_server_info"):
+            # The gateway (smg) asks workers for these; SGLang answers with its server
+            # arguments (never the API key) and its version.
+            if self._authorized():
+                self._send_json(200, self._server_info())
         else:
             self._send_json(404, {"detail": "Not Found"})
 
@@ -335,6 +342,21 @@ class _Handler(BaseHTTPRequestHandler):
                     "max_model_len": state.max_input_tokens + 7,
                 }
             ],
+        }
+
+    def _server_info(self) -> dict[str, Any]:
+        state = self.server.state
+        host, port = self.server.server_address[:2]
+        return {
+            "model_path": state.model_path,
+            "tokenizer_path": state.model_path,
+            "served_model_name": state.served_model_name,
+            "host": host,
+            "port": port,
+            "is_embedding": not state.reranker,
+            "disable_radix_cache": state.reranker,
+            "version": _SGLANG_VERSION,
+            "internal_states": [{}],
         }
 
     def _model_info(self) -> dict[str, Any]:

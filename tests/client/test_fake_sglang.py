@@ -81,6 +81,21 @@ def test_unauthorized_body() -> None:
         assert ok.status_code == 200
 
 
+@pytest.mark.parametrize("route", ["/server_info", "/get_server_info"])
+def test_server_info_for_the_gateway(route: str) -> None:
+    """smg polls these on its workers: the server's arguments and version, never the key."""
+    with FakeSGLang(api_key="secret-key", served_model_name="bookrec-embed") as server:
+        assert httpx.get(server.root_url + route).status_code == 401
+        info = httpx.get(server.root_url + route, headers={"Authorization": "Bearer secret-key"})
+        assert info.status_code == 200
+        body = info.json()
+        assert body["served_model_name"] == "bookrec-embed" and body["is_embedding"] is True
+        assert body["port"] == int(server.root_url.rsplit(":", 1)[1])
+        assert body["version"] and "secret-key" not in info.text
+    with FakeSGLang(reranker=True) as reranker:
+        assert httpx.get(reranker.root_url + route).json()["is_embedding"] is False
+
+
 def test_matryoshka_truncates_and_renormalises() -> None:
     with FakeSGLang(dim=64, matryoshka=[32, 64]) as server:
         body = post(server, {"input": "a", "dimensions": 32}).json()
