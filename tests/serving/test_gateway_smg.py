@@ -95,8 +95,14 @@ def launched_gateway(
     ]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("w") as stdout, err.open("w") as stderr:
+        # Its own process group: a failing test kills the workers too, never leaves them.
         launcher = subprocess.Popen(
-            [str(LAUNCH_SH), *args], env=env, stdout=stdout, stderr=stderr, text=True
+            [str(LAUNCH_SH), *args],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
         )
     try:
         wait_until(
@@ -110,9 +116,9 @@ def launched_gateway(
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0, err.read_text()[-3000:]
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def test_launcher_gateway_spreads_requests_over_the_workers(

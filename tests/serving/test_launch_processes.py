@@ -31,17 +31,23 @@ def launched(
 ) -> Iterator[subprocess.Popen[str]]:
     """The launch script running in the background; `stop` ends it, and it must exit 0."""
     with (tmp_path / "stdout.txt").open("w") as out, (tmp_path / "stderr.txt").open("w") as err:
+        # Its own process group: a failing test kills the workers too, never leaves them.
         launcher = subprocess.Popen(
-            [str(LAUNCH_SH), *args], env=env, stdout=out, stderr=err, text=True
+            [str(LAUNCH_SH), *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
         )
     try:
         yield launcher
         launcher.send_signal(stop)
         assert launcher.wait(timeout=30) == 0, output(tmp_path)[1]
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def free_port_pair() -> int:

@@ -9,6 +9,7 @@ below it is read from /proc/PID/cmdline, which any local user can read.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -57,8 +58,14 @@ def service(
     """The launcher, running until the block ends; it must then exit 0."""
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("w") as stdout, err.open("w") as stderr:
+        # Its own process group: a failing test kills the workers too, never leaves them.
         launcher = subprocess.Popen(
-            [str(LAUNCH_SH), *args], env=env, stdout=stdout, stderr=stderr, text=True
+            [str(LAUNCH_SH), *args],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
         )
     try:
         wait_until(
@@ -69,9 +76,9 @@ def service(
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 0, err.read_text()
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def standin_env(fake_tools: FakeTools, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -201,9 +208,9 @@ def test_without_waiting_the_key_file_still_goes_once_sglang_is_ready(
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 0, err.read_text()
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
 
 
 def test_no_key_no_file(fake_tools: FakeTools, tmp_path: Path) -> None:
