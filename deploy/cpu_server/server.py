@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import uvicorn
@@ -312,6 +313,23 @@ def build_app(state: State) -> ASGIApp:
             return json_response(404, model_not_found(name))
         return json_response(200, model_card())
 
+    async def server_info(request: Request) -> Response:
+        # SGLang answers with its server arguments and version; the smg gateway polls this on
+        # its workers. The API key is not among them.
+        config = state.config
+        return json_response(
+            200,
+            {
+                "model_path": config.model_path,
+                "tokenizer_path": config.model_path,
+                "served_model_name": config.served_model_name,
+                "is_embedding": True,
+                "context_length": config.context_length,
+                "version": f"bookrec-cpu-server {_package_version()}",
+                "internal_states": [{}],
+            },
+        )
+
     async def model_info(request: Request) -> Response:
         config = state.config
         embedder = state.ready_embedder()
@@ -424,11 +442,20 @@ def build_app(state: State) -> ASGIApp:
         Route("/v1/models/{name:path}", guarded(model), methods=get),
         Route("/model_info", guarded(model_info), methods=get),
         Route("/get_model_info", guarded(model_info), methods=get),
+        Route("/server_info", guarded(server_info), methods=get),
+        Route("/get_server_info", guarded(server_info), methods=get),
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/v1/tokenize", guarded(tokenize), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     return Authorized(app, state)
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("bookrec")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 class Authorized:

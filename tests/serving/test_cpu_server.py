@@ -170,6 +170,18 @@ def test_models_lists_the_served_model(cpu_server: RunningServer, sdk: openai.Op
     assert raw["data"][0]["max_model_len"] == CONTEXT_LENGTH
 
 
+@pytest.mark.parametrize("route", ["/server_info", "/get_server_info"])
+def test_server_info_for_the_gateway(cpu_server: RunningServer, route: str) -> None:
+    """smg polls these on its workers: server arguments and version, never the key."""
+    assert httpx.get(cpu_server.root_url + route).status_code == 401
+    info = httpx.get(cpu_server.root_url + route, headers=cpu_server.headers())
+    assert info.status_code == 200
+    body = info.json()
+    assert body["model_path"] == cpu_server.model_path and body["is_embedding"] is True
+    assert body["context_length"] == CONTEXT_LENGTH and body["version"]
+    assert API_KEY not in info.text
+
+
 # --------------------------------------------------------------------------- batching
 
 
