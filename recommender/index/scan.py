@@ -415,7 +415,11 @@ def _int8_dot(codes: NDArray[np.int8], query: NDArray[np.int8], out: NDArray[np.
         a, b = int(bounds[i]), int(bounds[i + 1])
         _nk.cdist(query[None, :], codes[a:b], metric="dot", out=out[None, a:b])
 
-    list(_executor().map(run, range(parts)))
+    # The calling thread scans the last part itself while the pool scans the others.
+    pending = [_executor().submit(run, i) for i in range(parts - 1)]
+    run(parts - 1)
+    for future in pending:
+        future.result()
 
 
 def _widened_dot(
