@@ -30,9 +30,19 @@ MIB = 1024 * 1024
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="OpenAI-compatible Qwen3-Embedding server on CPU (transformers + torch).",
+        description="OpenAI-compatible Qwen3-Embedding server on CPU (transformers + torch); "
+        "with --reranker, SGLang's /v1/rerank for a Qwen3-Reranker.",
     )
     parser.add_argument("--model", required=True, help="local directory or Hugging Face id")
+    parser.add_argument(
+        "--reranker",
+        action="store_true",
+        help="serve POST /v1/rerank for a Qwen3-Reranker (a Qwen3ForCausalLM; score = P(yes) "
+        "at the last position of Qwen's prompt) instead of embeddings: /v1/embeddings then "
+        "answers SGLang's 400 for a model that is not an embedding model. The limits apply "
+        "as to embeddings; a request's prompts (each document with the query and instruct) "
+        "may come to at most --max-body-bytes characters",
+    )
     parser.add_argument("--revision", help="Hugging Face revision to load")
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     parser.add_argument("--port", type=int, default=30000, help="default 30000")
@@ -242,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dimensions_enabled=not args.no_matryoshka,
         request_timeout=args.request_timeout,
         limits=limits,
+        reranker=args.reranker,
     )
     try:
         sock = listen(args.host, args.port, limits.backlog)
@@ -280,35 +291,38 @@ def load_and_watch(
     args: argparse.Namespace, state: State, server: Server, outcome: dict[str, int]
 ) -> None:
     """Load the model, start its worker, then stop the server if the worker ever dies."""
+    from .reranker import RerankWorker
     from .worker import Embedder
 
     try:
         model, tokenizer = load(args)
-    except ModelLoadError as exc:
+        context_length = args.context_length or int(
+            getattr(model.config, "max_position_embeddings", 32768)
+        )
+        worker_class = RerankWorker if args.reranker else Embedder
+        embedder = worker_class(
+            model,
+            tokenizer,
+            context_length=context_length,
+            max_batch_tokens=args.max_batch_tokens,
+            batch_wait=args.batch_wait_ms / 1000.0,
+            max_queued=args.max_queued_requests,
+            chars_per_token=args.chars_per_token,
+        )
+    except (ModelLoadError, ValueError) as exc:  # ValueError: a reranker without yes/no tokens
         print(f"error: {exc}", file=sys.stderr)
         outcome["status"] = 1
         server.should_exit = True
         return
-    context_length = args.context_length or int(
-        getattr(model.config, "max_position_embeddings", 32768)
-    )
     state.config = dataclasses.replace(state.config, context_length=context_length)
-    embedder = Embedder(
-        model,
-        tokenizer,
-        context_length=context_length,
-        max_batch_tokens=args.max_batch_tokens,
-        batch_wait=args.batch_wait_ms / 1000.0,
-        max_queued=args.max_queued_requests,
-        chars_per_token=args.chars_per_token,
-    )
     embedder.start()
     state.embedder = embedder
     log.info(
-        "ready: http://%s:%d/v1 serving %s (hidden size %d, context length %d)",
+        "ready: http://%s:%d/v1 serving %s (%s, hidden size %d, context length %d)",
         args.host,
         args.port,
         args.model,
+        "reranker: POST /v1/rerank" if args.reranker else "embeddings",
         embedder.hidden_size,
         context_length,
     )

@@ -31,7 +31,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     """Load model and tokenizer; raises ModelLoadError with a clear message when that fails."""
     import torch
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     name = args.model
@@ -40,9 +40,12 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
     # transformers >= 4.56 calls it `dtype`; older releases only know `torch_dtype`.
     major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
     dtype_kwarg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    # A reranker (Qwen3-Reranker) is a causal LM: its output head gives the "yes"/"no" logits.
+    reranker = bool(getattr(args, "reranker", False))
+    auto = AutoModelForCausalLM if reranker else AutoModel
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=args.revision)
-        model = AutoModel.from_pretrained(source, revision=args.revision, **{dtype_kwarg: dtype})
+        model = auto.from_pretrained(source, revision=args.revision, **{dtype_kwarg: dtype})
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         where = (
@@ -58,7 +61,14 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
             f"  ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc})"
         ) from None
     model.eval()
-    if getattr(model.config, "model_type", None) not in ("qwen3", "qwen2"):
+    architectures = getattr(model.config, "architectures", None) or []
+    if reranker and not any(name.endswith("ForCausalLM") for name in architectures):
+        log.warning(
+            "architectures %s: a Qwen3-Reranker checkpoint is a Qwen3ForCausalLM; scores from "
+            "another model's output head mean nothing",
+            architectures,
+        )
+    if not reranker and getattr(model.config, "model_type", None) not in ("qwen3", "qwen2"):
         log.warning(
             "model type %r: last-token pooling is what Qwen3-Embedding needs; other embedding "
             "models may need another pooling",

@@ -6,18 +6,25 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bookrec.client import MIN_DIMENSIONS, SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS
+from bookrec.client import (
+    MIN_DIMENSIONS,
+    SGLANG_INPUT_ERRORS,
+    SGLANG_REQUEST_ERRORS,
+    SGLANG_RERANK_ERRORS,
+)
 
 from .errors import RequestError
 
 __all__ = [
     "EmbeddingsRequest",
+    "RerankRequest",
     "TokenizeRequest",
     "check_vocabulary",
     "parse_dimensions",
     "parse_embeddings_request",
     "parse_input",
     "parse_json_body",
+    "parse_rerank_request",
     "parse_tokenize_request",
 ]
 
@@ -32,6 +39,17 @@ class EmbeddingsRequest:
     token_ids: list[list[int]] | None
     encoding: str
     dimensions: Any  # checked against the model by parse_dimensions
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """A ``POST /v1/rerank`` body (SGLang's ``V1RerankReqInput``) that passed its checks."""
+
+    query: str
+    documents: list[str]
+    instruct: str | None
+    top_n: int | None
+    return_documents: bool
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,35 @@ def parse_embeddings_request(body: dict[str, Any], *, served_model_name: str) ->
     if encoding not in ENCODINGS:
         raise RequestError(SGLANG_REQUEST_ERRORS["encoding_format"].format(encoding=encoding))
     return EmbeddingsRequest(texts, token_ids, encoding, body.get("dimensions"))
+
+
+def parse_rerank_request(body: dict[str, Any]) -> RerankRequest:
+    """``query``, ``documents``, ``instruct``, ``top_n``, ``return_documents``, checked in the
+    order and with the messages of SGLang's ``serving_rerank.py`` (``SGLANG_RERANK_ERRORS``)."""
+    query = body.get("query")
+    documents = body.get("documents")
+    instruct = body.get("instruct")
+    top_n = body.get("top_n")
+    return_documents = body.get("return_documents", True)
+    if not isinstance(query, str) or not isinstance(documents, list):
+        raise RequestError("query must be a string and documents a list of strings")
+    if not query:
+        raise RequestError(SGLANG_RERANK_ERRORS["empty_query"])
+    if not query.strip():
+        raise RequestError(SGLANG_RERANK_ERRORS["blank_query"])
+    if not documents:
+        raise RequestError(SGLANG_RERANK_ERRORS["no_documents"])
+    if not all(isinstance(doc, str) and doc for doc in documents):
+        raise RequestError(SGLANG_RERANK_ERRORS["empty_document"])
+    if not all(doc.strip() for doc in documents):
+        raise RequestError(SGLANG_RERANK_ERRORS["blank_document"])
+    if instruct is not None and not isinstance(instruct, str):
+        raise RequestError("instruct must be a string")
+    if top_n is not None and (type(top_n) is not int or top_n < 1):
+        raise RequestError(SGLANG_RERANK_ERRORS["top_n"])
+    if not isinstance(return_documents, bool):
+        raise RequestError("return_documents must be a boolean")
+    return RerankRequest(query, list(documents), instruct, top_n, return_documents)
 
 
 def parse_dimensions(

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bookrec.client import SGLANG_REQUEST_ERRORS
+
 from .connection import guarded_protocol
 from .errors import RequestError, error_body, model_not_found
 from .parsing import (
@@ -30,8 +33,10 @@ from .parsing import (
     parse_dimensions,
     parse_embeddings_request,
     parse_json_body,
+    parse_rerank_request,
     parse_tokenize_request,
 )
+from .reranker import DEFAULT_INSTRUCTION, RerankWorker
 from .worker import Embedder, Job
 
 __all__ = [
@@ -51,6 +56,11 @@ EXEMPT_FROM_AUTH = ("/health", "/health_generate", "/ready", "/ping")
 HEALTH_TIMEOUT = 20.0
 # Bodies above this are parsed on a worker thread: the event loop keeps answering meanwhile.
 PARSE_OFF_LOOP_BYTES = 64 * 1024
+#: The 400 of an embedding server asked to rerank.
+NOT_A_RERANKER = (
+    "This model is not a rerank model; start the CPU server with --reranker and a "
+    "Qwen3-Reranker model to serve /v1/rerank."
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,8 @@ class Config:
     dimensions_enabled: bool
     request_timeout: float
     limits: Limits = Limits()
+    #: ``--reranker``: serve ``/v1/rerank`` (a Qwen3-Reranker); ``/v1/embeddings`` answers 400.
+    reranker: bool = False
 
 
 class ByteBudget:
@@ -257,13 +269,19 @@ def guarded(endpoint: Endpoint) -> Endpoint:
 
 # -- the application ---------------------------------------------------------------------------
 def build_app(state: State) -> ASGIApp:
-    """SGLang 0.5.23's HTTP API (as started with ``--is-embedding``), so clients work unchanged.
+    """SGLang 0.5.23's HTTP API (as started with ``--is-embedding``, or for a Qwen3-Reranker
+    without it), so clients work unchanged.
 
     - ``POST /v1/embeddings``: ``input`` is a string, a list of strings, a list of token ids or
       a list of token-id lists; ``encoding_format`` ``"float"`` (default) or ``"base64"``
       (little-endian float32); ``dimensions`` truncates and renormalises (32 up to the hidden
       size, or the widths given with ``--matryoshka-dimensions``). The response's ``model`` is
       the model path, as SGLang's is.
+    - ``POST /v1/rerank`` with ``--reranker``: ``{query, documents, instruct, top_n,
+      return_documents}`` in, a JSON list of ``{score, document?, index, meta_info}`` out,
+      best first (ties: the earlier document), cut to ``top_n``; ``score`` is P("yes") of
+      Qwen3-Reranker's prompt (``reranker.py``). ``/v1/embeddings`` then answers SGLang's 400
+      for a model that is not an embedding model; without ``--reranker`` ``/v1/rerank`` is a 400.
     - ``GET /v1/models``, ``/v1/models/{name}``, ``/model_info``, ``POST /v1/tokenize``.
     - ``GET /ready`` (cheap), ``/health`` and ``/health_generate`` (one tiny forward pass),
       ``/ping``; these need no API key.
@@ -323,7 +341,7 @@ def build_app(state: State) -> ASGIApp:
                 "model_path": config.model_path,
                 "tokenizer_path": config.model_path,
                 "served_model_name": config.served_model_name,
-                "is_embedding": True,
+                "is_embedding": not config.reranker,
                 "context_length": config.context_length,
                 "version": f"bookrec-cpu-server {_package_version()}",
                 "internal_states": [{}],
@@ -334,14 +352,19 @@ def build_app(state: State) -> ASGIApp:
         config = state.config
         embedder = state.ready_embedder()
         model_config = embedder.model.config
-        return json_response(
-            200,
-            {
-                "model_path": config.model_path,
-                "served_model_name": config.served_model_name,
-                "is_generation": False,
-                "model_type": getattr(model_config, "model_type", None),
-                "architectures": getattr(model_config, "architectures", None),
+        task: dict[str, Any]
+        if isinstance(embedder, RerankWorker):
+            task = {
+                "rerank": {
+                    "score": 'P("yes"): softmax over the "yes" and "no" logits, last position',
+                    "yes_token_id": embedder.yes_id,
+                    "no_token_id": embedder.no_id,
+                    "default_instruction": DEFAULT_INSTRUCTION,
+                    "prompt_tokens_fixed": len(embedder.head_ids) + len(embedder.tail_ids),
+                }
+            }
+        else:
+            task = {
                 "embedding": {
                     "pooling": "last",
                     "normalize": True,
@@ -350,7 +373,17 @@ def build_app(state: State) -> ASGIApp:
                         list(config.matryoshka_dimensions) if config.matryoshka_dimensions else None
                     ),
                     "hidden_size": embedder.hidden_size,
-                },
+                }
+            }
+        return json_response(
+            200,
+            {
+                "model_path": config.model_path,
+                "served_model_name": config.served_model_name,
+                "is_generation": config.reranker,
+                "model_type": getattr(model_config, "model_type", None),
+                "architectures": getattr(model_config, "architectures", None),
+                **task,
                 "context_length": config.context_length,
                 "end_of_text_token_id": embedder.eot_id,
                 "tokenizer_appends_end_of_text": embedder.tokenizer_appends_eot,
@@ -368,6 +401,8 @@ def build_app(state: State) -> ASGIApp:
         config = state.config
         embedder = state.ready_embedder()
         async with json_body(request, state) as body:
+            if config.reranker:
+                raise RequestError(SGLANG_REQUEST_ERRORS["not_embedding_model"])
             parsed = parse_embeddings_request(body, served_model_name=config.served_model_name)
             del body
             dimensions = parse_dimensions(
@@ -408,6 +443,45 @@ def build_app(state: State) -> ASGIApp:
             },
         )
 
+    async def rerank(request: Request) -> Response:
+        config = state.config
+        started = time.monotonic()
+        worker = state.ready_embedder()
+        async with json_body(request, state) as body:
+            if not isinstance(worker, RerankWorker):
+                raise RequestError(NOT_A_RERANKER)
+            parsed = parse_rerank_request(body)
+            del body
+            # SGLang renders its template without `instruct` when the request's is empty.
+            instruction = parsed.instruct or DEFAULT_INSTRUCTION
+            pending = worker.job(
+                parsed.query,
+                parsed.documents,
+                instruction,
+                max_total_chars=config.limits.max_body_bytes,
+            )
+            job = await run_job(worker, pending, config.request_timeout)
+        assert job.scores is not None and job.token_ids is not None
+        latency = time.monotonic() - started
+        request_id = uuid.uuid4().hex
+        results: list[dict[str, Any]] = []
+        for index, score in enumerate(job.scores):
+            item: dict[str, Any] = {"score": score}
+            if parsed.return_documents:
+                item["document"] = parsed.documents[index]
+            item["index"] = index
+            item["meta_info"] = {
+                "id": f"rerank-{request_id}-{index}",
+                "finish_reason": {"type": "length", "length": 0},
+                "prompt_tokens": len(job.token_ids[index]),
+                "e2e_latency": latency,
+            }
+            results.append(item)
+        results.sort(key=lambda item: -item["score"])  # stable: ties keep the earlier document
+        if parsed.top_n is not None:
+            results = results[: parsed.top_n]
+        return json_response(200, results)
+
     async def tokenize(request: Request) -> Response:
         embedder = state.ready_embedder()
         async with json_body(request, state) as body:
@@ -445,6 +519,7 @@ def build_app(state: State) -> ASGIApp:
         Route("/server_info", guarded(server_info), methods=get),
         Route("/get_server_info", guarded(server_info), methods=get),
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/rerank", guarded(rerank), methods=["POST"]),
         Route("/v1/tokenize", guarded(tokenize), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

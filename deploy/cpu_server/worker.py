@@ -43,6 +43,8 @@ class Job:
     cut: frozenset[int] = frozenset()
     # Called on the worker thread once the job is answered (the event loop's wake-up).
     on_done: Callable[[], None] | None = None
+    # A reranker's answer: P("yes") of each sequence (``reranker.RerankWorker``).
+    scores: list[float] | None = None
 
     @property
     def ntokens(self) -> int:
@@ -102,10 +104,16 @@ class Embedder:
         # context is longer, so tokenizing a huge one costs no more than a fitting one.
         self.max_chars = chars_per_token * context_length
         self.hidden_size = int(model.config.hidden_size)
+        # Floats per sequence the forward pass gives back: the last hidden state here.
+        self.output_width = self.hidden_size
+        # What the length errors call one sequence of a request.
+        self.input_noun = "Input"
         self.vocab_size = int(model.config.vocab_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.tokenizer_lock = threading.Lock()
         self.eot_id, self.tokenizer_appends_eot = self._check_end_of_text()
+        # Append the end-of-text id by hand (an old tokenizer that does not append it itself).
+        self.append_eot = not self.tokenizer_appends_eot and self.eot_id is not None
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queued)
         self.stats = Stats()
         self.stats_lock = threading.Lock()
@@ -153,7 +161,7 @@ class Embedder:
         # be entered from two threads at once.
         with self.tokenizer_lock:
             ids = self.tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
-        if add_special_tokens and not self.tokenizer_appends_eot and self.eot_id is not None:
+        if add_special_tokens and self.append_eot and self.eot_id is not None:
             return [[*seq, self.eot_id] for seq in ids]
         return [list(seq) for seq in ids]
 
@@ -226,16 +234,14 @@ class Embedder:
     def _prepare(self, job: Job) -> bool:
         """Tokenize and validate a job; answer it at once when it is invalid."""
         try:
-            if job.texts is not None:
-                job.token_ids = self.tokenize(job.texts, add_special_tokens=True)
-            assert job.token_ids is not None
+            job.token_ids = self._token_ids(job)
             for index, seq in enumerate(job.token_ids):
                 self._check_length(len(seq))
                 if index in job.cut:
                     # The text was longer than the character cap, yet its head fits: it is
                     # refused rather than embedded cut (SGLang does not truncate either).
                     raise RequestError(
-                        f"Input at index {index} is longer than the server's cap of "
+                        f"{self.input_noun} at index {index} is longer than the server's cap of "
                         f"{self.max_chars} characters ({self.chars_per_token} per token of "
                         f"the context length, {self.context_length} tokens). Use a shorter input."
                     )
@@ -248,6 +254,13 @@ class Embedder:
             job.error = RequestError(f"Internal server error: {exc}", 500)
         job.finish()
         return False
+
+    def _token_ids(self, job: Job) -> list[list[int]]:
+        """The sequences a job runs through the model: its texts tokenized, or its token ids."""
+        if job.texts is not None:
+            return self.tokenize(job.texts, add_special_tokens=True)
+        assert job.token_ids is not None
+        return job.token_ids
 
     def _check_length(self, n: int) -> None:
         if n >= self.context_length:
@@ -265,11 +278,11 @@ class Embedder:
     def _serve(self, batch: list[Job]) -> None:
         try:
             sequences = [seq for job in batch for seq in job.token_ids or ()]
-            pooled, passes = self._embed(sequences)
+            outputs, passes = self._embed(sequences)
             offset = 0
             for job in batch:
                 count = len(job.token_ids or ())
-                job.vectors = self._finish(pooled[offset : offset + count], job.dimensions)
+                self._answer(job, outputs[offset : offset + count])
                 offset += count
         except Exception as exc:
             log.exception("forward pass failed")
@@ -288,11 +301,17 @@ class Embedder:
         for job in batch:
             job.finish()
 
+    def _answer(self, job: Job, outputs: torch.Tensor) -> None:
+        """Put the forward passes' outputs for one job's sequences into the job."""
+        job.vectors = self._finish(outputs, job.dimensions)
+
     def _embed(self, sequences: list[list[int]]) -> tuple[torch.Tensor, int]:
-        """Last-token hidden states (float32, not normalised) of every sequence, in order."""
+        """``_forward``'s outputs (float32) for every sequence, in order, and the passes run.
+
+        For embeddings, the last-token hidden states (not normalised)."""
         torch = self.torch
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        out = torch.empty((len(sequences), self.hidden_size), dtype=torch.float32)
+        out = torch.empty((len(sequences), self.output_width), dtype=torch.float32)
         passes = 0
         start = 0
         while start < len(order):
@@ -311,7 +330,8 @@ class Embedder:
             start = end
         return out, passes
 
-    def _forward(self, chunk: list[list[int]]) -> torch.Tensor:
+    def _inputs(self, chunk: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` of a chunk."""
         torch = self.torch
         width = max(len(seq) for seq in chunk)
         input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
@@ -321,10 +341,11 @@ class Embedder:
             mask[row, width - len(seq) :] = 1
         # Positions count from each sequence's first real token, as SGLang's unpadded batches do.
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            hidden = self.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions
-            ).last_hidden_state
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
+
+    def _forward(self, chunk: list[list[int]]) -> torch.Tensor:
+        with self.torch.inference_mode():
+            hidden = self.model(**self._inputs(chunk)).last_hidden_state
         # `torch` here is the module held by the worker (typed Any), so is what it returns.
         return hidden[:, -1, :].float()  # type: ignore[no-any-return]
 

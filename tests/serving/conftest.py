@@ -394,3 +394,152 @@ def server_log(cpu_server: RunningServer) -> Callable[[], str]:
 
 def wrap(text: str) -> str:
     return textwrap.dedent(text).strip()
+
+
+# --------------------------------------------------------------------------- tiny reranker
+
+#: Qwen3-Reranker's prompt, written out here from the model card (not imported from the
+#: server) so that the tests check the server's format too.
+RERANK_HEAD = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n"
+)
+RERANK_TAIL = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+RERANK_DEFAULT_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+
+_RERANK_CORPUS = [
+    *_CORPUS,
+    RERANK_HEAD + "<Instruct>: judge\n<Query>: a book\n<Document>: a story" + RERANK_TAIL,
+    "yes",
+    "no",
+    "yes\n",
+    "no\n",
+]
+
+
+def build_tiny_reranker(directory: Path) -> None:
+    """A 2-layer ``Qwen3ForCausalLM`` with random weights, and a byte-level BPE tokenizer
+    (built as in :func:`build_tiny_model`) in which "yes" and "no" are single tokens, as they
+    are in Qwen3-Reranker's (ids 9693 and 2152 there)."""
+    import torch
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    split = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=[EOT, "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_RERANK_CORPUS * 3, trainer)
+    for word in ("yes", "no"):
+        assert tok.encode(word).ids == [tok.token_to_id(word)], f"{word!r} is not one token"
+    # Appends <|endoftext|> as Qwen3-Embedding's does: a reranker's prompt must not get it.
+    eot_id = tok.token_to_id(EOT)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {EOT}:0", pair=f"$A:0 $B:1 {EOT}:1", special_tokens=[(EOT, eot_id)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token=EOT, padding_side="left"
+    )
+    wrapped.save_pretrained(directory)
+    config_path = directory / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    tokenizer_config["tokenizer_class"] = "Qwen2Tokenizer"
+    config_path.write_text(json.dumps(tokenizer_config, indent=2))
+
+    torch.manual_seed(4321)
+    config = Qwen3Config(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    model = Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        # Random weights put P(yes) near 0.5 for everything; spread the two rows apart so
+        # that scores differ visibly between documents.
+        head = model.get_output_embeddings().weight
+        head[tok.token_to_id("yes")] *= 8.0
+    model.save_pretrained(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-qwen3-reranker")
+    build_tiny_reranker(directory)
+    return directory
+
+
+@dataclass
+class RerankReference:
+    """Direct transformers computation of the model card's Qwen3-Reranker scores."""
+
+    tokenizer: Any
+    model: Any
+
+    def prompt_ids(self, query: str, document: str, instruction: str | None = None) -> list[int]:
+        task = RERANK_DEFAULT_INSTRUCTION if instruction is None else instruction
+        pair = f"<Instruct>: {task}\n<Query>: {query}\n<Document>: {document}"
+        encode = self.tokenizer.encode
+        return [
+            *encode(RERANK_HEAD, add_special_tokens=False),
+            *encode(pair, add_special_tokens=False),
+            *encode(RERANK_TAIL, add_special_tokens=False),
+        ]
+
+    def scores(
+        self, query: str, documents: list[str], instruction: str | None = None
+    ) -> list[float]:
+        import torch
+
+        yes = self.tokenizer.convert_tokens_to_ids("yes")
+        no = self.tokenizer.convert_tokens_to_ids("no")
+        out = []
+        for document in documents:  # one at a time: no padding in the reference
+            ids = torch.tensor([self.prompt_ids(query, document, instruction)])
+            with torch.no_grad():
+                logits = self.model(input_ids=ids).logits[:, -1, :]
+            pair = torch.stack([logits[:, yes], logits[:, no]], dim=1).float()
+            out.append(float(torch.softmax(pair, dim=1)[0, 0]))
+        return out
+
+
+@pytest.fixture(scope="session")
+def rerank_reference(tiny_reranker: Path) -> RerankReference:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reranker)
+    model = AutoModelForCausalLM.from_pretrained(tiny_reranker, dtype=torch.float32).eval()
+    return RerankReference(tokenizer, model)
