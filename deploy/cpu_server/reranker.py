@@ -113,8 +113,11 @@ class RerankWorker(Embedder):
             self.head_ids = list(tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"])
             self.tail_ids = list(tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"])
         # Characters of a user text the cap leaves: the head and tail are fixed token ids.
-        self.max_chars = self.chars_per_token * max(
-            1, self.context_length - len(self.head_ids) - len(self.tail_ids)
+        room = max(1, self.context_length - len(self.head_ids) - len(self.tail_ids))
+        self.max_chars = self.chars_per_token * room
+        self.cap_basis = (
+            f"the {room} tokens of the context length ({self.context_length}) that the "
+            "prompt's fixed head and tail leave"
         )
 
     def _check_end_of_text(self) -> tuple[int | None, bool]:

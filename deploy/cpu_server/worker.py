@@ -106,8 +106,9 @@ class Embedder:
         self.hidden_size = int(model.config.hidden_size)
         # Floats per sequence the forward pass gives back: the last hidden state here.
         self.output_width = self.hidden_size
-        # What the length errors call one sequence of a request.
+        # What the length errors call one sequence of a request, and what the cap is made of.
         self.input_noun = "Input"
+        self.cap_basis = f"the context length, {context_length} tokens"
         self.vocab_size = int(model.config.vocab_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.tokenizer_lock = threading.Lock()
@@ -243,7 +244,7 @@ class Embedder:
                     raise RequestError(
                         f"{self.input_noun} at index {index} is longer than the server's cap of "
                         f"{self.max_chars} characters ({self.chars_per_token} per token of "
-                        f"the context length, {self.context_length} tokens). Use a shorter input."
+                        f"{self.cap_basis}). Use a shorter input."
                     )
             job.prompt_tokens = job.ntokens
             return True
