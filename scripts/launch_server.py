@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Start the bookrec embedding service and keep it running.
+"""Start the bookrec embedding service, then keep it running.
 
 GPU mode (the default) runs ``sglang serve`` with the flags Qwen3-Embedding needs. With
 ``--gpus 0,1,...`` and ``--workers-per-gpu N`` it runs N SGLang workers per GPU, each on its own
 port with its share of the GPU's memory, behind SGLang's model gateway (``smg``) on the main
 port. ``--cpu`` runs ``python -m bookrec.cpu_server`` instead: the same HTTP API on
-transformers and torch, for machines without a GPU.
+transformers and torch, for machines without a GPU. ``--reranker 0.6B`` adds a Qwen3-Reranker
+SGLang server on its own port (``POST /v1/rerank``), prompted through the chat template
+``qwen3_reranker.jinja`` that lies beside this file.
 
 The API key never appears on a command line (where ``ps`` shows it to every local user):
 SGLang reads it from a ``--config`` YAML file (mode 0600, in a private temporary directory,
-removed once the workers are ready), the CPU server and the gateway from their environment.
+removed once the servers are ready), the CPU server and the gateway from their environment.
 
 The script checks the machine first (SGLang installed, a GPU visible, the ports free), starts the
 processes, waits until the service answers ``/ready`` and prints the base URL and a curl example.
@@ -59,6 +61,8 @@ DEFAULT_GATEWAY_METRICS_PORT = 29000
 DEFAULT_SHARED_MEM_FRACTION = 0.8
 #: The file SGLang reads the API key from (``--config``), in a private temporary directory.
 SGLANG_CONFIG_NAME = "sglang-config.yaml"
+#: The reranker's own key file: the user's `--config` after `--` is the embedding server's.
+RERANKER_CONFIG_NAME = "sglang-reranker-config.yaml"
 SECRETS_DIR_PREFIX = "bookrec-launch-"
 #: Shown by the dry run instead of the directory a real launch creates.
 SECRETS_DIR_PLACEHOLDER = SECRETS_DIR_PREFIX + "XXXXXXXX"
@@ -90,6 +94,25 @@ PRESETS: dict[str, tuple[str, tuple[int, ...]]] = {
 DEFAULT_INSTRUCTION = (
     "Given a reader's interests or a book description, retrieve descriptions of books "
     "that the reader would enjoy"
+)
+
+# Qwen3-Reranker, served by SGLang 0.5.23 at POST /v1/rerank: a causal LM scored on the
+# "yes"/"no" logits, so it runs WITHOUT --is-embedding, and with --chat-template naming a
+# template that SGLang recognises as a Qwen3 reranker's (sglang/srt/entrypoints/openai/
+# serving_rerank.py; docs.sglang.io, "Rerank models"). The pip package lacks SGLang's example
+# template (examples/chat_template/qwen3_reranker.jinja), so bookrec ships its own.
+RERANKER_PRESETS = {
+    "0.6B": "Qwen/Qwen3-Reranker-0.6B",
+    "4B": "Qwen/Qwen3-Reranker-4B",
+    "8B": "Qwen/Qwen3-Reranker-8B",
+}
+DEFAULT_RERANKER_PORT = 30001
+RERANKER_TEMPLATE = Path(__file__).resolve().parent / "qwen3_reranker.jinja"
+RERANKER_NAME = "reranker"
+#: The `instruct` of the ready message's curl example (without one, the template uses the
+#: model cards' web-search instruction).
+RERANKER_EXAMPLE_INSTRUCTION = (
+    "Given a reader's interests, retrieve descriptions of books that the reader would enjoy"
 )
 
 INSTALL_SGLANG_HINT = (
@@ -164,6 +187,16 @@ def _gpu_list(text: str) -> list[int]:
     return values
 
 
+def _gpu_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a GPU index, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("GPU indices must be >= 0")
+    return value
+
+
 def _served_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the served model name may not be empty")
@@ -191,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  BOOKREC_API_KEY=... launch_server.sh --model 8B --host 0.0.0.0 --enable-metrics\n"
             "  launch_server.sh --gpus 0,1,2,3 --model 4B      # 4 workers behind the gateway\n"
             "  launch_server.sh --workers-per-gpu 2            # 2 workers sharing GPU 0\n"
+            "  launch_server.sh --reranker 0.6B                # + a reranker on :30001\n"
             "  launch_server.sh --cpu                          # no GPU: transformers on CPU\n"
             "  launch_server.sh --dry-run -- --dtype float16   # print the command only\n"
             "\n"
@@ -328,6 +362,55 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the gateway's Prometheus port, on --host (default {DEFAULT_GATEWAY_METRICS_PORT})",
     )
 
+    rerank = parser.add_argument_group("reranker")
+    rerank.add_argument(
+        "--reranker",
+        metavar="MODEL",
+        help=(
+            "also serve a Qwen3-Reranker at POST /v1/rerank on its own port: preset 0.6B, 4B or "
+            "8B (Qwen/Qwen3-Reranker-*), or a hub id or local directory of that format; with "
+            "--cpu the CPU server's reranker"
+        ),
+    )
+    rerank.add_argument(
+        "--reranker-port",
+        type=_port,
+        metavar="N",
+        default=DEFAULT_RERANKER_PORT,
+        help=f"the reranker's port, on --host (default {DEFAULT_RERANKER_PORT})",
+    )
+    rerank.add_argument(
+        "--reranker-gpu",
+        type=_gpu_index,
+        metavar="I",
+        help=(
+            "the reranker's GPU (default: the first of --gpus, else GPU 0); on a GPU that "
+            "embedding workers use too, all of them share --mem-fraction-static"
+        ),
+    )
+    rerank.add_argument(
+        "--reranker-mem-fraction-static",
+        type=_fraction,
+        metavar="F",
+        help=(
+            "the reranker's GPU memory fraction (default: an equal share when it shares the "
+            "GPU, else SGLang's); the embedding workers there share the rest"
+        ),
+    )
+    rerank.add_argument(
+        "--reranker-revision", metavar="REV", help="Hugging Face revision of the reranker"
+    )
+    rerank.add_argument(
+        "--reranker-chat-template",
+        metavar="FILE",
+        type=Path,
+        default=RERANKER_TEMPLATE,
+        help=(
+            "Jinja template (*.jinja) of the reranker prompt (default: qwen3_reranker.jinja "
+            "beside this script, the model card's format)"
+        ),
+    )
+
     run = parser.add_argument_group("run")
     run.add_argument(
         "--dry-run",
@@ -363,6 +446,8 @@ class Options:
     notes: tuple[str, ...]
     #: A `--config FILE` given after `--`: with a key, its text goes into our own config file.
     user_config: str | None = None
+    #: The Qwen3-Reranker to serve beside the embedding model (`--reranker`), or None.
+    reranker: str | None = None
 
 
 def resolve_model(name: str) -> tuple[str, tuple[int, ...] | None]:
@@ -371,6 +456,14 @@ def resolve_model(name: str) -> tuple[str, tuple[int, ...] | None]:
         if name.lower() in (preset.lower(), hub_id.lower()):
             return hub_id if name.lower() == preset.lower() else name, dims
     return name, None
+
+
+def resolve_reranker(name: str) -> str:
+    """Map a reranker preset name (any case) to its hub id; anything else is a model path."""
+    for preset, hub_id in RERANKER_PRESETS.items():
+        if name.lower() == preset.lower():
+            return hub_id
+    return name
 
 
 def api_key_from(args: argparse.Namespace, environ: dict[str, str]) -> str | None:
@@ -412,6 +505,40 @@ def worker_slots(args: argparse.Namespace) -> list[tuple[int, int, int]]:
     ]
 
 
+def reranker_gpu(args: argparse.Namespace) -> int:
+    """The GPU the reranker runs on: --reranker-gpu, else the first embedding GPU."""
+    if args.reranker_gpu is not None:
+        return int(args.reranker_gpu)
+    return (args.gpus or [0])[0]
+
+
+def memory_shares(args: argparse.Namespace) -> tuple[dict[int, str | None], str | None]:
+    """Each embedding GPU's --mem-fraction-static per worker, and the reranker's.
+
+    None leaves the flag to --mem-fraction-static (or SGLang's default). Servers that share a
+    GPU split --mem-fraction-static (default DEFAULT_SHARED_MEM_FRACTION) between them: the
+    reranker takes --reranker-mem-fraction-static when given, the embedding workers the rest.
+    """
+    rerank_gpu = reranker_gpu(args) if args.reranker else None
+    fixed = args.reranker_mem_fraction_static
+    rerank_share = str(fixed) if fixed else None
+    shares: dict[int, str | None] = {}
+    for gpu in args.gpus if args.gpus is not None else [0]:
+        sharing = gpu == rerank_gpu
+        servers = args.workers_per_gpu + (1 if sharing else 0)
+        if servers == 1:
+            shares[gpu] = None
+            continue
+        whole = args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION
+        if sharing and fixed:
+            shares[gpu] = mem_share(whole - fixed, args.workers_per_gpu)
+        else:
+            shares[gpu] = mem_share(whole, servers)
+            if sharing:
+                rerank_share = shares[gpu]
+    return shares, rerank_share
+
+
 def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
     argv = list(argv)
     passthrough: list[str] = []
@@ -426,6 +553,29 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
         parser.error("--cpu and --workers-per-gpu exclude each other")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
+    if args.reranker is not None:
+        if not args.reranker.strip():
+            parser.error("--reranker needs a preset (0.6B, 4B, 8B) or a model path")
+        if args.reranker_chat_template.suffix != ".jinja" and not args.cpu:
+            # SGLang reads any other file as a JSON conversation template.
+            parser.error(
+                f"--reranker-chat-template {args.reranker_chat_template}: SGLang loads a Jinja "
+                "template only from a file named *.jinja"
+            )
+    else:
+        given = [
+            flag
+            for flag, value, default in (
+                ("--reranker-port", args.reranker_port, DEFAULT_RERANKER_PORT),
+                ("--reranker-gpu", args.reranker_gpu, None),
+                ("--reranker-mem-fraction-static", args.reranker_mem_fraction_static, None),
+                ("--reranker-revision", args.reranker_revision, None),
+                ("--reranker-chat-template", args.reranker_chat_template, RERANKER_TEMPLATE),
+            )
+            if value != default
+        ]
+        if given:
+            parser.error(f"{', '.join(given)} need(s) --reranker")
     # A key given after `--` is lifted out of the pass-through words: it then travels like
     # any other key, never on a command line.
     passthrough, passed_key = take_api_key(passthrough)
@@ -442,6 +592,21 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
             parser.error(f"--port {args.port} collides with a worker port ({ports})")
         if args.gateway_metrics_port in [*ports, args.port]:
             parser.error(f"--gateway-metrics-port {args.gateway_metrics_port} is taken")
+    if args.reranker is not None:
+        taken = [args.port, *(port for _, _, port in slots)]
+        if slots:
+            taken.append(args.gateway_metrics_port)
+        if args.reranker_port in taken:
+            parser.error(f"--reranker-port {args.reranker_port} is taken by another server")
+        fixed = args.reranker_mem_fraction_static
+        whole = args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION
+        shares_gpu = reranker_gpu(args) in (args.gpus if args.gpus is not None else [0])
+        if fixed and shares_gpu and fixed >= whole:
+            parser.error(
+                f"--reranker-mem-fraction-static {fixed} leaves nothing of the {whole} that the "
+                f"embedding workers on GPU {reranker_gpu(args)} share with it "
+                "(lower it, or raise --mem-fraction-static)"
+            )
 
     model, preset_dims = resolve_model(args.model)
     notes: list[str] = []
@@ -477,15 +642,37 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
             )
             if value
         ]
+        if args.reranker is not None:
+            ignored += [
+                flag
+                for flag, value in (
+                    ("--reranker-gpu", args.reranker_gpu is not None),
+                    ("--reranker-mem-fraction-static", args.reranker_mem_fraction_static),
+                    ("--reranker-chat-template", args.reranker_chat_template != RERANKER_TEMPLATE),
+                )
+                if value
+            ]
         if ignored:
             notes.append(f"{', '.join(ignored)} apply to SGLang only; ignored with --cpu")
 
-    if args.workers_per_gpu > 1 and not args.cpu:
+    if not args.cpu:
         total = args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION
-        notes.append(
-            f"{args.workers_per_gpu} workers per GPU: each gets --mem-fraction-static "
-            f"{mem_share(total, args.workers_per_gpu)} ({total} of the GPU shared)"
-        )
+        shares, rerank_share = memory_shares(args)
+        rerank_gpu = reranker_gpu(args) if args.reranker else None
+        if args.workers_per_gpu > 1:
+            others = [share for gpu, share in shares.items() if gpu != rerank_gpu]
+            if others:
+                notes.append(
+                    f"{args.workers_per_gpu} workers per GPU: each gets --mem-fraction-static "
+                    f"{others[0]} ({total} of the GPU shared)"
+                )
+        if rerank_gpu in shares:
+            workers = args.workers_per_gpu
+            notes.append(
+                f"the reranker shares GPU {rerank_gpu} with {workers} embedding server(s): "
+                f"--mem-fraction-static {rerank_share} for the reranker, {shares[rerank_gpu]} "
+                f"for each embedding server ({total} of the GPU shared)"
+            )
 
     api_key = api_key_from(args, environ)
     if not api_key and not is_loopback(args.host):
@@ -500,7 +687,17 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
         if cut + 1 < len(passthrough):
             user_config = passthrough[cut + 1]
             del passthrough[cut : cut + 2]
-    return Options(args, tuple(passthrough), api_key, model, matryoshka, tuple(notes), user_config)
+    reranker = resolve_reranker(args.reranker) if args.reranker is not None else None
+    return Options(
+        args,
+        tuple(passthrough),
+        api_key,
+        model,
+        matryoshka,
+        tuple(notes),
+        user_config,
+        reranker,
+    )
 
 
 def mem_share(total: float, workers: int) -> str:
@@ -655,6 +852,49 @@ def sglang_args(
     return argv + list(opts.passthrough)
 
 
+def reranker_process(opts: Options, secrets_dir: Path, mem_fraction: str | None) -> Process:
+    """The Qwen3-Reranker server: SGLang in generation mode, prompted by our chat template (or
+    with --cpu, the CPU server's reranker, which writes the model card's prompt itself)."""
+    args = opts.args
+    assert opts.reranker is not None
+    url = base_url(args.host, args.reranker_port)
+    if args.cpu:
+        words = [sys.executable, "-m", CPU_SERVER_MODULE, "--reranker", "--model", opts.reranker]
+        words += ["--host", args.host, "--port", str(args.reranker_port)]
+        if args.reranker_revision:
+            words += ["--revision", args.reranker_revision]
+        # The key travels in the environment, as for the CPU embedding server.
+        env = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        return Process(RERANKER_NAME, tuple(words), env, url, secret=opts.api_key)
+    argv = [
+        "--model-path",
+        opts.reranker,
+        # No --is-embedding: SGLang scores a Qwen3 reranker on its next-token logits, which
+        # it refuses in embedding mode.
+        "--host",
+        args.host,
+        "--port",
+        str(args.reranker_port),
+        "--disable-radix-cache",
+        "--chat-template",
+        str(Path(args.reranker_chat_template).resolve()),
+    ]
+    if args.reranker_revision:
+        argv += ["--revision", args.reranker_revision]
+    if mem_fraction:
+        argv += ["--mem-fraction-static", mem_fraction]
+    if opts.api_key:
+        # Its own key file: a user's --config after `--` is meant for the embedding server.
+        argv += ["--config", str(secrets_dir / RERANKER_CONFIG_NAME)]
+    if args.enable_metrics:
+        argv.append("--enable-metrics")
+    env: tuple[tuple[str, str], ...] = ()
+    if args.gpus is not None or args.reranker_gpu is not None:
+        env = (("CUDA_VISIBLE_DEVICES", str(reranker_gpu(args))),)
+    launcher, _ = sglang_command()
+    return Process(RERANKER_NAME, (*launcher, *argv), env, url, secret=opts.api_key)
+
+
 def gateway_process(opts: Options, workers: list[Process]) -> Process:
     args = opts.args
     words = ["launch", "--worker-urls", *(w.url for w in workers)]
@@ -714,23 +954,25 @@ def plan(opts: Options, secrets_dir: Path) -> list[Process]:
         argv += opts.passthrough
         # The key travels in the environment, not on the command line (where `ps` shows it).
         env = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
-        return [Process("cpu server", tuple(argv), env, url, secret=opts.api_key)]
+        rerank = [reranker_process(opts, secrets_dir, None)] if opts.reranker else []
+        return [Process("cpu server", tuple(argv), env, url, secret=opts.api_key), *rerank]
 
     launcher, _ = sglang_command()
     slots = worker_slots(args)
+    shares, rerank_share = memory_shares(args)
+    # The reranker starts with the embedding servers (they load together), before a gateway.
+    rerank = [reranker_process(opts, secrets_dir, rerank_share)] if opts.reranker else []
     if not slots:
         gpus = args.gpus
         env = (("CUDA_VISIBLE_DEVICES", str(gpus[0])),) if gpus else ()
-        argv = launcher + sglang_args(opts, args.host, args.port, secrets_dir)
-        return [Process("sglang", tuple(argv), env, url, secret=opts.api_key)]
+        share = shares[(gpus or [0])[0]]
+        argv = launcher + sglang_args(opts, args.host, args.port, secrets_dir, share)
+        return [Process("sglang", tuple(argv), env, url, secret=opts.api_key), *rerank]
 
     per_gpu = args.workers_per_gpu
-    share = None
-    if per_gpu > 1:
-        share = mem_share(args.mem_fraction_static or DEFAULT_SHARED_MEM_FRACTION, per_gpu)
     workers = []
     for gpu, index, port in slots:
-        argv = launcher + sglang_args(opts, "127.0.0.1", port, secrets_dir, share)
+        argv = launcher + sglang_args(opts, "127.0.0.1", port, secrets_dir, shares[gpu])
         name = f"worker on GPU {gpu}" if per_gpu == 1 else f"worker {index} on GPU {gpu}"
         workers.append(
             Process(
@@ -741,7 +983,14 @@ def plan(opts: Options, secrets_dir: Path) -> list[Process]:
                 secret=opts.api_key,
             )
         )
-    return [*workers, gateway_process(opts, workers)]
+    return [*workers, *rerank, gateway_process(opts, workers)]
+
+
+def front_processes(processes: list[Process]) -> list[Process]:
+    """The processes clients talk to: the embedding service (the last one but the reranker)
+    and the reranker."""
+    embedding = [p for p in processes if p.name != RERANKER_NAME][-1]
+    return [embedding, *(p for p in processes if p.name == RERANKER_NAME)]
 
 
 # --------------------------------------------------------------------------- preflight
@@ -816,6 +1065,15 @@ def preflight(opts: Options) -> list[str]:
             absent = [gpu for gpu in args.gpus if gpu >= count]
             if absent:
                 problems.append(f"--gpus lists {absent} but only {count} GPU(s) are visible")
+        if count and opts.reranker and reranker_gpu(args) >= count:
+            problems.append(
+                f"the reranker's GPU {reranker_gpu(args)} is not visible (only {count} GPU(s))"
+            )
+        if opts.reranker and not Path(args.reranker_chat_template).is_file():
+            problems.append(
+                f"the reranker's chat template {args.reranker_chat_template} is missing: it is "
+                "shipped beside launch_server.py (copy scripts/qwen3_reranker.jinja with it)"
+            )
         slots = worker_slots(args)
         smg = shutil.which("smg")
         if slots and smg is None:
@@ -831,6 +1089,8 @@ def preflight(opts: Options) -> list[str]:
         if opts.user_config and not Path(opts.user_config).is_file():
             problems.append(f"--config {opts.user_config}: no such file")
     endpoints = [(args.host, args.port)]
+    if opts.reranker:
+        endpoints.append((args.host, args.reranker_port))
     if not args.cpu:
         endpoints += [("127.0.0.1", port) for _, _, port in worker_slots(args)]
         if worker_slots(args):
@@ -1000,7 +1260,7 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
             "input": [f"Instruct: {DEFAULT_INSTRUCTION}\nQuery:a cozy mystery set in a bookshop"],
         }
     )
-    workers = len(processes) - 1
+    workers = len([p for p in processes if p.name != RERANKER_NAME]) - 1
     kind = "CPU server" if args.cpu else "SGLang"
     if workers:
         kind = f"{workers} SGLang workers behind the gateway"
@@ -1009,13 +1269,32 @@ def ready_message(opts: Options, processes: list[Process]) -> str:
         f"  export BOOKREC_BASE_URL={url}/v1",
         f"  curl -s {url}/v1/embeddings -H 'Content-Type: application/json'{auth} -d '{body}'",
     ]
+    if opts.reranker:
+        rerank_url = base_url(args.host, args.reranker_port)
+        rerank_body = json.dumps(
+            {
+                "query": "a cozy mystery set in a bookshop",
+                "documents": [
+                    "A retired bookseller solves a murder among the shelves of her shop.",
+                    "A field guide to the birds of the Atlantic coast.",
+                ],
+                "instruct": RERANKER_EXAMPLE_INSTRUCTION,
+            }
+        )
+        lines += [
+            f"Reranker ready: {rerank_url}/v1/rerank (model {opts.reranker}, "
+            f"{'CPU server' if args.cpu else 'SGLang'})",
+            f"  export BOOKREC_RERANK_BASE_URL={rerank_url}/v1",
+            f"  curl -s {rerank_url}/v1/rerank -H 'Content-Type: application/json'{auth} "
+            f"-d '{rerank_body}'",
+        ]
     if not is_loopback(args.host):
         lines.append(f"  (listening on {args.host}: other machines use this host's address)")
     return "\n".join(lines)
 
 
 class SecretFiles:
-    """A private directory (0700) holding SGLang's key file (0600), removed when done with."""
+    """A private directory (0700) holding SGLang's key files (0600), removed when done with."""
 
     def __init__(self, opts: Options) -> None:
         self.dir: Path | None = None
@@ -1024,6 +1303,11 @@ class SecretFiles:
             fd = os.open(self.dir / SGLANG_CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as config:
                 config.write(sglang_config_text(opts.api_key, opts.user_config))
+            if opts.reranker:
+                path = self.dir / RERANKER_CONFIG_NAME
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as config:
+                    config.write(sglang_config_text(opts.api_key, None))
 
     @property
     def path(self) -> Path:
@@ -1036,12 +1320,18 @@ class SecretFiles:
 
 
 def remove_when_ready(
-    process: Process, secrets: SecretFiles, stop: threading.Event, timeout: float
+    processes: list[Process], secrets: SecretFiles, stop: threading.Event, timeout: float
 ) -> None:
-    """Remove the key file once `process` answers one of its readiness paths (quietly)."""
+    """Remove the key files once every one of `processes` answers a readiness path (quietly)."""
     deadline = time.monotonic() + timeout
+    waiting = list(processes)
     while not stop.is_set() and time.monotonic() < deadline:
-        if any(probe(process.url + path) == 200 for path in process.ready_paths):
+        waiting = [
+            process
+            for process in waiting
+            if not any(probe(process.url + path) == 200 for path in process.ready_paths)
+        ]
+        if not waiting:
             secrets.remove()
             return
         stop.wait(1.0)
@@ -1056,9 +1346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         placeholder = Path(tempfile.gettempdir()) / SECRETS_DIR_PLACEHOLDER
         processes = plan(opts, placeholder)
         if opts.api_key and not opts.args.cpu:
+            files = str(placeholder / SGLANG_CONFIG_NAME)
+            if opts.reranker:
+                files += f" and the reranker's {placeholder / RERANKER_CONFIG_NAME}"
             say(
-                f"the API key goes in {placeholder / SGLANG_CONFIG_NAME} (a new private "
-                "directory, mode 0600), removed once SGLang is ready; no command line holds it"
+                f"the API key goes in {files} (a new private directory, mode 0600), removed "
+                "once SGLang is ready; no command line holds it"
             )
         problems = preflight(opts)
         for problem in problems:
@@ -1085,26 +1378,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(opts: Options, processes: list[Process], secrets: SecretFiles) -> int:
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
+    fronts = front_processes(processes)
+    reranking = any(process.name == RERANKER_NAME for process in processes)
     try:
         for process in processes:
             if process.name == "gateway":
-                # The gateway checks its workers when it starts: they must be up first.
+                # The gateway checks its workers when it starts: they must be up first (the
+                # reranker, which it does not route to, may still be loading).
                 for worker, _ in supervisor.children:
-                    supervisor.wait_ready(worker, opts.args.wait_timeout)
-                secrets.remove()
+                    if worker.name != RERANKER_NAME:
+                        supervisor.wait_ready(worker, opts.args.wait_timeout)
+                if not reranking:
+                    secrets.remove()
             supervisor.start(process)
         if opts.args.no_wait:
             say("started; not waiting for readiness (--no-wait)")
             if secrets.dir is not None:
-                # The key file still goes once SGLang is ready (it has read its arguments).
+                # The key files still go once SGLang is ready (it has read its arguments).
                 threading.Thread(
                     target=remove_when_ready,
-                    args=(processes[-1], secrets, supervisor.stop_requested),
+                    args=(fronts, secrets, supervisor.stop_requested),
                     kwargs={"timeout": opts.args.wait_timeout},
                     daemon=True,
                 ).start()
         else:
-            supervisor.wait_ready(processes[-1], opts.args.wait_timeout)
+            for front in fronts:
+                supervisor.wait_ready(front, opts.args.wait_timeout)
             secrets.remove()
             print(ready_message(opts, processes), flush=True)
     except LaunchError as exc:

@@ -1,5 +1,5 @@
 """The launch script's dry run, checked argument by argument against SGLang 0.5.23's flags
-(shared/notes/sglang-serving.md sections 1, 5 and 9)."""
+(shared/notes/sglang-serving.md sections 1, 5, 9), with the reranker's chat template."""
 
 from __future__ import annotations
 
@@ -20,8 +20,14 @@ from tests.serving.conftest import CPU_SERVER_MODULE, LAUNCH_PY, clean_env, run_
 DIMS_0_6B = [32, 64, 128, 256, 512, 768, 1024]
 DIMS_4B = [*DIMS_0_6B, 1536, 2048, 2560]
 DIMS_8B = [*DIMS_4B, 4096]
-# Flags that take no value, from SGLang's argument definitions.
-BOOLEAN_FLAGS = {"--is-embedding", "--disable-radix-cache", "--enable-metrics", "--no-matryoshka"}
+# Flags that take no value, from SGLang's argument definitions and the CPU server's.
+BOOLEAN_FLAGS = {
+    "--is-embedding",
+    "--disable-radix-cache",
+    "--enable-metrics",
+    "--no-matryoshka",
+    "--reranker",
+}
 
 
 @dataclass
@@ -493,8 +499,296 @@ def test_launcher_uses_only_the_standard_library() -> None:
 def test_help_lists_every_mode() -> None:
     result = run_launch("--help")
     assert result.returncode == 0
-    for flag in ("--model", "--cpu", "--gpus", "--dry-run", "--no-wait", "--api-key", "--"):
+    for flag in (
+        "--model",
+        "--cpu",
+        "--gpus",
+        "--reranker",
+        "--dry-run",
+        "--no-wait",
+        "--api-key",
+        "--",
+    ):
         assert flag in result.stdout
+
+
+# --------------------------------------------------------------------------- the reranker
+
+TEMPLATE = LAUNCH_PY.parent / "qwen3_reranker.jinja"
+
+
+def reranker_config_placeholder() -> str:
+    return str(Path(config_placeholder()).parent / "sglang-reranker-config.yaml")
+
+
+def named_commands(result: subprocess.CompletedProcess[str]) -> dict[str, Command]:
+    """{name: command} of a dry run that starts several processes, the gateway left out."""
+    lines = result.stdout.splitlines()
+    assert [line.startswith("# ") for line in lines[0::2]] == [True] * (len(lines) // 2), lines
+    return {
+        name[2:]: parse_command(line, 2)
+        for name, line in zip(lines[0::2], lines[1::2], strict=True)
+        if name != "# gateway"
+    }
+
+
+@pytest.mark.parametrize(
+    ("reranker", "path"),
+    [
+        ("0.6B", "Qwen/Qwen3-Reranker-0.6B"),
+        ("4B", "Qwen/Qwen3-Reranker-4B"),
+        ("8B", "Qwen/Qwen3-Reranker-8B"),
+        ("8b", "Qwen/Qwen3-Reranker-8B"),
+        ("Qwen/Qwen3-Reranker-4B", "Qwen/Qwen3-Reranker-4B"),
+        ("/models/my-qwen3-reranker", "/models/my-qwen3-reranker"),
+    ],
+)
+def test_reranker_is_sglang_in_generation_mode_with_our_chat_template(
+    reranker: str, path: str
+) -> None:
+    cmds = named_commands(dry_run("--reranker", reranker))
+    assert list(cmds) == ["sglang", "reranker"]
+    cmd = cmds["reranker"]
+    assert cmd.program == ["sglang", "serve"]
+    assert cmd.env == {}
+    # Flag by flag: no --is-embedding (SGLang scores Qwen3-Reranker on its yes/no logits only
+    # in generation mode), no Matryoshka override, no chunked-prefill setting, no key.
+    assert cmd.flags == {
+        "--model-path": path,
+        "--host": "127.0.0.1",
+        "--port": "30001",
+        "--disable-radix-cache": True,
+        "--chat-template": str(TEMPLATE),
+        "--mem-fraction-static": "0.4",
+    }
+    assert Path(str(cmd.flags["--chat-template"])).is_file()
+    # The embedding server is unchanged but for its half of the shared GPU.
+    embedding = cmds["sglang"]
+    assert embedding.flags["--is-embedding"] is True
+    assert embedding.flags["--port"] == "30000"
+    assert embedding.flags["--mem-fraction-static"] == "0.4"
+
+
+def test_reranker_options_become_its_flags() -> None:
+    result = dry_run(
+        "--reranker",
+        "4B",
+        "--reranker-port",
+        "30444",
+        "--reranker-revision",
+        "rev9",
+        "--host",
+        "0.0.0.0",
+        "--enable-metrics",
+        "--mem-fraction-static",
+        "0.9",
+        "--reranker-mem-fraction-static",
+        "0.3",
+        "--revision",
+        "emb1",
+        "--served-model-name",
+        "qwen3-embedding-0.6b",
+        "--context-length",
+        "8192",
+        "--",
+        "--dtype",
+        "float16",
+        BOOKREC_API_KEY="rr-secret",
+    )
+    cmds = named_commands(result)
+    reranker, embedding = cmds["reranker"], cmds["sglang"]
+    assert reranker.flags == {
+        "--model-path": "Qwen/Qwen3-Reranker-4B",
+        "--host": "0.0.0.0",
+        "--port": "30444",
+        "--disable-radix-cache": True,
+        "--chat-template": str(TEMPLATE),
+        "--revision": "rev9",
+        "--mem-fraction-static": "0.3",
+        "--config": reranker_config_placeholder(),
+        "--enable-metrics": True,
+    }
+    # The embedding model's options and the words after `--` stay with the embedding server.
+    assert embedding.flags["--mem-fraction-static"] == "0.6"
+    assert embedding.flags["--revision"] == "emb1"
+    assert embedding.flags["--config"] == config_placeholder()
+    assert embedding.flags["--dtype"] == "float16"
+    assert "sglang-reranker-config.yaml" in result.stderr
+    assert "rr-secret" not in result.stdout + result.stderr
+
+
+def test_reranker_on_a_gpu_of_its_own_keeps_sglangs_memory_default() -> None:
+    cmds = named_commands(dry_run("--reranker", "8B", "--reranker-gpu", "1"))
+    assert cmds["reranker"].env == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert "--mem-fraction-static" not in cmds["reranker"].flags
+    assert "--mem-fraction-static" not in cmds["sglang"].flags
+    assert cmds["sglang"].env == {}
+
+
+def test_reranker_beside_the_gateway_shares_the_first_gpu() -> None:
+    result = dry_run("--gpus", "0,1", "--reranker", "0.6B", "--host", "0.0.0.0", "--api-key", "gk")
+    lines = result.stdout.splitlines()
+    assert lines[0::2] == ["# worker on GPU 0", "# worker on GPU 1", "# reranker", "# gateway"]
+    cmds = named_commands(result)
+    reranker = cmds["reranker"]
+    assert reranker.env == {"CUDA_VISIBLE_DEVICES": "0"}
+    # Clients reach it directly on --host (the gateway routes embeddings only).
+    assert reranker.flags["--host"] == "0.0.0.0"
+    assert reranker.flags["--port"] == "30001"
+    assert reranker.flags["--config"] == reranker_config_placeholder()
+    assert "--is-embedding" not in reranker.flags
+    # GPU 0 holds a worker and the reranker; GPU 1 its worker alone.
+    assert reranker.flags["--mem-fraction-static"] == "0.4"
+    assert cmds["worker on GPU 0"].flags["--mem-fraction-static"] == "0.4"
+    assert "--mem-fraction-static" not in cmds["worker on GPU 1"].flags
+    gateway = gateway_command(lines[-1])
+    assert gateway.flags["--worker-urls"] == ["http://127.0.0.1:31000", "http://127.0.0.1:31001"]
+    assert "gk" not in result.stdout + result.stderr
+
+
+def test_reranker_with_several_workers_on_its_gpu_splits_the_memory_evenly() -> None:
+    cmds = named_commands(dry_run("--workers-per-gpu", "3", "--reranker", "0.6B"))
+    assert [cmd.flags["--mem-fraction-static"] for cmd in cmds.values()] == ["0.2"] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reranker", "0.6B", "--reranker-port", "30000"], "is taken"),
+        (["--reranker", "0.6B", "--gpus", "0,1", "--reranker-port", "31001"], "is taken"),
+        (["--reranker", "0.6B", "--gpus", "0,1", "--reranker-port", "29000"], "is taken"),
+        (["--reranker-port", "30002"], "need(s) --reranker"),
+        (["--reranker-gpu", "1"], "need(s) --reranker"),
+        (["--reranker", "0.6B", "--reranker-gpu", "-1"], "must be >= 0"),
+        (["--reranker", "0.6B", "--reranker-chat-template", "x.txt"], "*.jinja"),
+        (["--reranker", "0.6B", "--reranker-mem-fraction-static", "0.8"], "leaves nothing"),
+        (["--reranker", " "], "needs a preset"),
+    ],
+)
+def test_bad_reranker_options_exit_2_with_a_message(args: list[str], message: str) -> None:
+    result = run_launch("--dry-run", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_cpu_mode_runs_the_cpu_servers_reranker_with_the_key_in_its_environment() -> None:
+    result = dry_run(
+        "--cpu",
+        "--reranker",
+        "4B",
+        "--reranker-port",
+        "30555",
+        "--reranker-revision",
+        "r1",
+        "--reranker-gpu",
+        "1",
+        "--",
+        "--threads",
+        "2",
+        BOOKREC_API_KEY="cpu-rr-secret",
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0::2] == ["# cpu server", "# reranker"]
+    cmd = parse_command(lines[3], program_words=3)
+    assert Path(cmd.program[0]).parent == Path(sys.executable).parent
+    assert cmd.program[1:] == ["-m", CPU_SERVER_MODULE]
+    assert cmd.env == {"BOOKREC_API_KEY": "***"}
+    # `--reranker` is the CPU server's own flag: the prompt is its own, there is no template.
+    assert cmd.flags == {
+        "--reranker": True,
+        "--model": "Qwen/Qwen3-Reranker-4B",
+        "--host": "127.0.0.1",
+        "--port": "30555",
+        "--revision": "r1",
+    }
+    # The words after `--` stay with the embedding server.
+    assert "--threads" in lines[1]
+    assert "--reranker-gpu apply to SGLang only" in result.stderr
+    assert "cpu-rr-secret" not in result.stdout + result.stderr
+
+
+def test_dry_run_notes_a_missing_chat_template(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.jinja"
+    result = dry_run("--reranker", "0.6B", "--reranker-chat-template", str(missing))
+    assert named_commands(result)["reranker"].flags["--chat-template"] == str(missing)
+    assert f"chat template {missing} is missing" in result.stderr
+
+
+# The prompt of the Qwen3-Reranker model cards' Transformers example (huggingface.co/Qwen/
+# Qwen3-Reranker-0.6B): prefix + format_instruction(instruction, query, doc) + suffix.
+CARD_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
+    'and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n"
+)
+CARD_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+CARD_DEFAULT_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+
+
+def card_prompt(instruction: str | None, query: str, doc: str) -> str:
+    if instruction is None:
+        instruction = CARD_DEFAULT_INSTRUCTION
+    body = f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+    return CARD_PREFIX + body + CARD_SUFFIX
+
+
+def sglang_loaded_template() -> str:
+    """The template's text as SGLang 0.5.23 keeps it (TemplateManager._load_jinja_template)."""
+    with TEMPLATE.open() as f:
+        text = "".join(f.readlines()).strip("\n")
+    return text.replace("\\n", "\n")
+
+
+def render(source: str, query: str, document: str, instruct: str | None) -> str:
+    """Render as serving_rerank._render_jinja_chat_template does: a sandboxed environment,
+    the query and the document as two user messages, `instruct` only when non-empty."""
+    jinja2 = pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.BaseLoader(), autoescape=False, undefined=jinja2.Undefined
+    )
+    kwargs: dict[str, object] = {
+        "messages": [{"role": "user", "content": query}, {"role": "user", "content": document}]
+    }
+    if instruct:
+        kwargs["instruct"] = instruct
+    return str(env.from_string(source).render(**kwargs))
+
+
+@pytest.mark.parametrize("loaded_by", ["sglang", "raw-file"])
+@pytest.mark.parametrize(
+    ("instruction", "query", "document"),
+    [
+        (
+            "Given a reader's interests, retrieve descriptions of books the reader would enjoy",
+            "a cozy mystery set in a bookshop",
+            "A retired bookseller solves a murder among the shelves.\nSecond paragraph.",
+        ),
+        (None, "What is the capital of China?", "The capital of China is Beijing."),
+        ("", "深夜の図書館", "一本关于江南园林的散文集 <b>&amp;</b> {{ not a template }}"),
+    ],
+    ids=["books", "card-default", "empty-instruct-unicode"],
+)
+def test_chat_template_renders_the_model_cards_prompt(
+    loaded_by: str, instruction: str | None, query: str, document: str
+) -> None:
+    source = sglang_loaded_template() if loaded_by == "sglang" else TEMPLATE.read_text()
+    expected = card_prompt(instruction or None, query, document)
+    assert render(source, query, document, instruction) == expected
+
+
+def test_sglang_recognises_the_template_as_a_qwen3_rerankers() -> None:
+    """serving_rerank._is_qwen3_reranker_template, and its VL variant that must not match."""
+    text = sglang_loaded_template().lower()
+    assert 'answer can only be "yes" or "no"' in text
+    assert "<|vision_start|>" not in text and "<|image_pad|>" not in text
+    # The sentence ends the system turn, as in the model card.
+    system = render(sglang_loaded_template(), "q", "d", None).split("<|im_end|>")[0]
+    assert system.endswith('Note that the answer can only be "yes" or "no".')
 
 
 def test_sglang_accepts_the_printed_command() -> None:
@@ -509,6 +803,22 @@ def test_sglang_accepts_the_printed_command() -> None:
     assert server_args.chunked_prefill_size == -1
     assert server_args.port == 30000
     assert json.loads(server_args.json_model_override_args) == {"matryoshka_dimensions": DIMS_8B}
+
+
+def test_sglang_accepts_the_printed_reranker_command() -> None:
+    """The reranker's line, parsed by SGLang's own parser (only where SGLang is installed)."""
+    pytest.importorskip("sglang", reason="SGLang is not installed here (GPU hosts only)")
+    from sglang.srt.server_args import prepare_server_args
+
+    lines = dry_run("--reranker", "0.6B", "--reranker-mem-fraction-static", "0.3").stdout
+    words = shlex.split(lines.splitlines()[-1])
+    server_args = prepare_server_args(words[2:])
+    assert server_args.model_path == "Qwen/Qwen3-Reranker-0.6B"
+    assert not server_args.is_embedding
+    assert server_args.disable_radix_cache
+    assert server_args.chat_template == str(TEMPLATE)
+    assert server_args.port == 30001
+    assert server_args.mem_fraction_static == 0.3
 
 
 def test_sglang_reads_the_key_from_the_config_file(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The launch script running for real, with fake `sglang`, `smg` and `nvidia-smi` commands:
-preflight failures, the readiness wait, the gateway mode and the supervision of children."""
+"""The launch script running for real, with fake `sglang`, `smg`, `nvidia-smi` commands:
+preflight failures, the readiness wait, the gateway mode, the reranker, the supervision of
+children."""
 
 from __future__ import annotations
 
@@ -264,3 +265,133 @@ def test_no_wait_supervises_without_waiting_for_readiness(
     with launched(args, fake_tools.env(), tmp_path):
         wait_until(lambda: "not waiting" in output(tmp_path)[1], 30, "the launcher")
         assert "ready" not in output(tmp_path)[0]
+
+
+# --------------------------------------------------------------------------- the reranker
+
+
+def reranker_mode(fake_tools: FakeTools, mode: str) -> None:
+    """Only the fake `sglang` started for a Qwen3-Reranker runs in FAKE_MODE `mode`."""
+    real = fake_tools.bin_dir / "real"
+    real.mkdir()
+    (fake_tools.bin_dir / "sglang").rename(real / "sglang")
+    wrapper = fake_tools.bin_dir / "sglang"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *Qwen3-Reranker*) export FAKE_MODE={mode} ;; esac\n'
+        f'exec "{real / "sglang"}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+
+
+def reranker_args(*extra: str) -> tuple[list[str], int, int]:
+    port, rerank_port = free_port(), free_port()
+    args = ["--port", str(port), "--reranker", "0.6B", "--reranker-port", str(rerank_port)]
+    return [*args, *extra], port, rerank_port
+
+
+def test_reranker_starts_beside_the_embedding_server_and_stops_with_it(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    args, port, rerank_port = reranker_args()
+    with launched(args, fake_tools.env(BOOKREC_API_KEY="rr-key"), tmp_path) as launcher:
+        wait_for_ready(launcher, tmp_path)
+        stdout, stderr = output(tmp_path)
+        assert f"Embedding service ready: http://127.0.0.1:{port}/v1" in stdout
+        assert f"Reranker ready: http://127.0.0.1:{rerank_port}/v1/rerank" in stdout
+        assert f"curl -s http://127.0.0.1:{rerank_port}/v1/rerank" in stdout
+        assert "rr-key" not in stdout + stderr
+        starts = [e for e in fake_tools.events() if e["event"] == "start"]
+        assert [e["prog"] for e in starts] == ["sglang", "sglang"]
+        (reranker,) = [e for e in starts if "Qwen/Qwen3-Reranker-0.6B" in e["argv"]]
+        argv = reranker["argv"]
+        assert argv[argv.index("--port") + 1] == str(rerank_port)
+        assert "--is-embedding" not in argv
+        assert "--disable-radix-cache" in argv
+        assert Path(argv[argv.index("--chat-template") + 1]).is_file()
+        assert "--api-key" not in argv
+        assert Path(argv[argv.index("--config") + 1]).name == "sglang-reranker-config.yaml"
+        assert reranker["cuda"] is None
+    stops = [e for e in fake_tools.events() if e["event"] == "stop"]
+    assert sorted(e["pid"] for e in stops) == sorted(e["pid"] for e in starts)
+    assert not any(pid_alive(e["pid"]) for e in starts)
+
+
+def test_reranker_beside_the_gateway_is_no_worker_of_it(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    base = free_port_pair()
+    args, _, rerank_port = reranker_args("--gpus", "0,1", "--worker-base-port", str(base))
+    args += ["--gateway-metrics-port", str(free_port())]
+    with launched(args, fake_tools.env(), tmp_path) as launcher:
+        wait_for_ready(launcher, tmp_path)
+        stdout = output(tmp_path)[0]
+        assert "2 SGLang workers behind the gateway" in stdout
+        assert f"Reranker ready: http://127.0.0.1:{rerank_port}/v1/rerank" in stdout
+        starts = [e for e in fake_tools.events() if e["event"] == "start"]
+        assert sorted(e["prog"] for e in starts) == ["sglang", "sglang", "sglang", "smg"]
+        (reranker,) = [e for e in starts if "Qwen/Qwen3-Reranker-0.6B" in e["argv"]]
+        assert reranker["cuda"] == "0"
+        assert reranker["argv"][reranker["argv"].index("--port") + 1] == str(rerank_port)
+        gateway = starts[-1]["argv"]
+        urls = gateway[gateway.index("--worker-urls") + 1 : gateway.index("--policy")]
+        assert urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+    stops = [e for e in fake_tools.events() if e["event"] == "stop"]
+    assert len(stops) == 4
+    assert stops[0]["prog"] == "smg"
+
+
+def test_reranker_not_ready_in_time_stops_everything_and_fails(fake_tools: FakeTools) -> None:
+    reranker_mode(fake_tools, "never")
+    args, _, _ = reranker_args("--wait-timeout", "2")
+    result = run_launch(*args, env=fake_tools.env())
+    assert result.returncode == 1
+    assert "reranker was not ready after 2 s" in result.stderr
+    events = [e["event"] for e in fake_tools.events()]
+    assert sorted(events) == ["start", "start", "stop", "stop"]
+
+
+def test_reranker_crash_during_start_fails_with_its_status(fake_tools: FakeTools) -> None:
+    reranker_mode(fake_tools, "crash")
+    args, _, _ = reranker_args()
+    result = run_launch(*args, env=fake_tools.env())
+    assert result.returncode == 1
+    assert "reranker exited with status 3 before it was ready" in result.stderr
+    assert [e["event"] for e in fake_tools.events()].count("stop") == 1
+
+
+def test_reranker_death_after_start_ends_the_launcher_with_its_status(
+    fake_tools: FakeTools,
+) -> None:
+    reranker_mode(fake_tools, "die")
+    args, _, _ = reranker_args("--no-wait")
+    result = run_launch(*args, env=fake_tools.env())
+    assert result.returncode == 5
+    assert "reranker exited with status 5; stopping the others" in result.stderr
+
+
+def test_reranker_port_in_use_is_refused(fake_tools: FakeTools) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = run_launch(
+            "--port",
+            str(free_port()),
+            "--reranker",
+            "0.6B",
+            "--reranker-port",
+            str(taken),
+            env=fake_tools.env(),
+        )
+    assert result.returncode == 1
+    assert f"port {taken} on 127.0.0.1 is already in use" in result.stderr
+    assert fake_tools.events() == []
+
+
+def test_reranker_gpu_beyond_the_visible_ones_is_refused(fake_tools: FakeTools) -> None:
+    args, _, _ = reranker_args("--reranker-gpu", "5")
+    result = run_launch(*args, env=fake_tools.env())
+    assert result.returncode == 1
+    assert "the reranker's GPU 5 is not visible (only 2 GPU(s))" in result.stderr
+    assert fake_tools.events() == []

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.serving import standin_worker
-from tests.serving.conftest import LAUNCH_SH, FakeTools, free_port, wait_until
+from tests.serving.conftest import LAUNCH_SH, FakeTools, clean_env, free_port, wait_until
 
 SECRET = "sk-never-in-argv-7d3f"
 pytestmark = pytest.mark.timeout(120)
@@ -88,8 +88,12 @@ def standin_env(fake_tools: FakeTools, tmp_path: Path, **extra: str) -> dict[str
     return fake_tools.env(STANDIN_DIR=str(reports), **extra)
 
 
-def reports(env: dict[str, str]) -> list[dict[str, Any]]:
-    return [standin_worker.report(p) for p in sorted(Path(env["STANDIN_DIR"]).glob("*.json"))]
+def reports(env: dict[str, str], count: int = 1) -> list[dict[str, Any]]:
+    """The stand-ins' reports, once at least `count` have written one (a stand-in answers
+    readiness probes a moment before its first report)."""
+    directory = Path(env["STANDIN_DIR"])
+    wait_until(lambda: len(list(directory.glob("*.json"))) >= count, 10, "the stand-ins")
+    return [standin_worker.report(p) for p in sorted(directory.glob("*.json"))]
 
 
 def assert_no_command_line_holds_the_key(launcher: subprocess.Popen[str], count: int) -> None:
@@ -142,7 +146,7 @@ def test_workers_and_gateway_get_the_key_off_their_command_lines(
     args += ["--gateway-metrics-port", str(free_port())]
     with service(args, env, tmp_path) as launcher:
         assert_no_command_line_holds_the_key(launcher, 4)
-        workers = reports(env)
+        workers = reports(env, 2)
         assert len(workers) == 2
         for report in workers:
             assert_key_file_was_private(report, KEY_LINE)
@@ -239,3 +243,86 @@ def test_an_interrupted_start_leaves_no_key_file(fake_tools: FakeTools) -> None:
     config = Path(start["argv"][start["argv"].index("--config") + 1])
     assert config.name == "sglang-config.yaml"
     assert not config.parent.exists()
+
+
+def test_the_reranker_reads_the_key_from_a_private_file_of_its_own(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("log-level: debug\n")
+    env = standin_env(fake_tools, tmp_path, BOOKREC_API_KEY=SECRET)
+    port, rerank_port = free_port(), free_port()
+    args = ["--port", str(port), "--reranker", "0.6B", "--reranker-port", str(rerank_port)]
+    with service([*args, "--", "--config", str(mine)], env, tmp_path) as launcher:
+        # The launcher, the embedding server and the reranker.
+        assert_no_command_line_holds_the_key(launcher, 3)
+        by_port = {report["port"]: report for report in reports(env, 2)}
+        reranker = by_port[rerank_port]
+        assert "Qwen/Qwen3-Reranker-0.6B" in reranker["cmdline"]
+        assert "--is-embedding" not in reranker["cmdline"]
+        config = Path(reranker["cmdline"][reranker["cmdline"].index("--config") + 1])
+        assert config.name == "sglang-reranker-config.yaml"
+        # The key alone: the user's --config after `--` is the embedding server's.
+        assert_key_file_was_private(reranker, KEY_LINE)
+        assert_key_file_was_private(by_port[port], "log-level: debug\n" + KEY_LINE)
+        url = f"http://127.0.0.1:{rerank_port}/v1/embeddings"
+        body = {"model": "Qwen/Qwen3-Reranker-0.6B", "input": ["a quiet mystery"]}
+        assert httpx.post(url, json=body, timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {SECRET}"}
+        assert httpx.post(url, json=body, headers=auth, timeout=10).status_code == 200
+
+
+def test_without_waiting_the_reranker_key_file_goes_once_both_are_ready(
+    fake_tools: FakeTools, tmp_path: Path
+) -> None:
+    env = standin_env(fake_tools, tmp_path, BOOKREC_API_KEY=SECRET)
+    rerank_port = free_port()
+    args = ["--port", str(free_port()), "--reranker", "0.6B", "--reranker-port", str(rerank_port)]
+    launcher = subprocess.Popen(
+        [str(LAUNCH_SH), *args, "--no-wait"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        found = reports(env, 2)
+        config = Path(found[0]["cmdline"][found[0]["cmdline"].index("--config") + 1])
+        wait_until(lambda: not config.parent.exists(), 15, "the key files to go")
+        assert sorted(report["config_text"] for report in reports(env, 2)) == [KEY_LINE] * 2
+        assert_no_command_line_holds_the_key(launcher, 3)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+
+
+def test_cpu_mode_serves_the_reranker_with_the_key_off_every_command_line(
+    tiny_model: Path, tiny_reranker: Path, tmp_path: Path
+) -> None:
+    """The real CPU servers, embeddings and reranker, both behind the key from the environment."""
+    port, rerank_port = free_port(), free_port()
+    args = ["--cpu", "--model", str(tiny_model), "--port", str(port)]
+    args += ["--reranker", str(tiny_reranker), "--reranker-port", str(rerank_port)]
+    env = clean_env(BOOKREC_API_KEY=SECRET)
+    with service([*args, "--", "--threads", "1"], env, tmp_path) as launcher:
+        assert_no_command_line_holds_the_key(launcher, 3)
+        stdout = (tmp_path / "stdout.txt").read_text()
+        assert f"Reranker ready: http://127.0.0.1:{rerank_port}/v1/rerank" in stdout
+        url = f"http://127.0.0.1:{rerank_port}/v1/rerank"
+        body = {"query": "a quiet mystery", "documents": ["a story", "a book"], "top_n": 2}
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        auth = {"Authorization": f"Bearer {SECRET}"}
+        answer = httpx.post(url, json=body, headers=auth, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert sorted(item["index"] for item in answer.json()) == [0, 1]
+        embeddings = httpx.post(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            json={"model": str(tiny_model), "input": ["a quiet mystery"]},
+            headers=auth,
+            timeout=60,
+        )
+        assert embeddings.status_code == 200, embeddings.text
