@@ -185,10 +185,9 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(directory: Path) -> None:
-    """A 2-layer Qwen3 with random weights and a byte-level BPE tokenizer whose
-    post-processor appends <|endoftext|>, as Qwen3-Embedding's tokenizer does."""
-    import torch
+def _train_tokenizer(corpus: list[str]) -> Any:
+    """A byte-level BPE tokenizer trained on ``corpus``, whose post-processor appends
+    <|endoftext|> as Qwen3-Embedding's does."""
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -199,7 +198,6 @@ def build_tiny_model(directory: Path) -> None:
         processors,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
     split = (
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -220,13 +218,19 @@ def build_tiny_model(directory: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 3, trainer)
+    tok.train_from_iterator(corpus * 3, trainer)
     eot_id = tok.token_to_id(EOT)
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A:0 {EOT}:0",
         pair=f"$A:0 $B:1 {EOT}:1",
         special_tokens=[(EOT, eot_id)],
     )
+    return tok
+
+
+def _save_tokenizer(tok: Any, directory: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -240,8 +244,11 @@ def build_tiny_model(directory: Path) -> None:
     tokenizer_config["tokenizer_class"] = "Qwen2Tokenizer"
     config_path.write_text(json.dumps(tokenizer_config, indent=2))
 
-    torch.manual_seed(1234)
-    config = Qwen3Config(
+
+def _tiny_config() -> Any:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
         vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
@@ -252,7 +259,17 @@ def build_tiny_model(directory: Path) -> None:
         max_position_embeddings=512,
         tie_word_embeddings=True,
     )
-    Qwen3Model(config).save_pretrained(directory)
+
+
+def build_tiny_model(directory: Path) -> None:
+    """A 2-layer Qwen3 with random weights and a byte-level BPE tokenizer whose
+    post-processor appends <|endoftext|>, as Qwen3-Embedding's tokenizer does."""
+    import torch
+    from transformers import Qwen3Model
+
+    _save_tokenizer(_train_tokenizer(_CORPUS), directory)
+    torch.manual_seed(1234)
+    Qwen3Model(_tiny_config()).save_pretrained(directory)
 
 
 @pytest.fixture(scope="session")
@@ -425,67 +442,17 @@ def build_tiny_reranker(directory: Path) -> None:
     (built as in :func:`build_tiny_model`) in which "yes" and "no" are single tokens, as they
     are in Qwen3-Reranker's (ids 9693 and 2152 there)."""
     import torch
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
-    split = (
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-    )
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=500,
-        special_tokens=[EOT, "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_RERANK_CORPUS * 3, trainer)
-    for word in ("yes", "no"):
-        assert tok.encode(word).ids == [tok.token_to_id(word)], f"{word!r} is not one token"
     # Appends <|endoftext|> as Qwen3-Embedding's does: a reranker's prompt must not get it.
-    eot_id = tok.token_to_id(EOT)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"$A:0 {EOT}:0", pair=f"$A:0 $B:1 {EOT}:1", special_tokens=[(EOT, eot_id)]
-    )
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token=EOT, padding_side="left"
-    )
-    wrapped.save_pretrained(directory)
-    config_path = directory / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_path.read_text())
-    tokenizer_config["tokenizer_class"] = "Qwen2Tokenizer"
-    config_path.write_text(json.dumps(tokenizer_config, indent=2))
-
+    tok = _train_tokenizer(_RERANK_CORPUS)
+    for word in ("yes", "no"):
+        assert tok.encode(word, add_special_tokens=False).ids == [tok.token_to_id(word)], (
+            f"{word!r} is not one token"
+        )
+    _save_tokenizer(tok, directory)
     torch.manual_seed(4321)
-    config = Qwen3Config(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    model = Qwen3ForCausalLM(config)
+    model = Qwen3ForCausalLM(_tiny_config())
     with torch.no_grad():
         # Random weights put P(yes) near 0.5 for everything; spread the two rows apart so
         # that scores differ visibly between documents.
