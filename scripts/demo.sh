@@ -10,17 +10,21 @@
 # Environment: BOOKREC_VENV (default .venv), BOOKREC_INSTALL_CPU=1 to install the CPU extra,
 #              PYTHON (the interpreter that creates the venv, default python3).
 set -euo pipefail
+# The demo prints a command to try; its paths are shown relative to where the user stands.
+export BOOKREC_INVOKED_FROM="$PWD"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/_pip.sh
 
 venv="${BOOKREC_VENV:-.venv}"
 python="${PYTHON:-python3}"
 
 if [[ ! -x "$venv/bin/python" ]]; then
+    require_python "$python" "PYTHON"
     echo "[demo] creating the virtual environment $venv" >&2
     "$python" -m venv "$venv"
 fi
 py="$venv/bin/python"
-source scripts/_pip.sh
+require_python "$py" "the virtual environment $venv (remove it to recreate it)"
 
 echo "[demo] installing bookrec into $venv (requirements/main.txt)" >&2
 pip_install "$py" -r requirements/main.txt

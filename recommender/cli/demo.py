@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ from bookrec.client import EmbeddingClient, Endpoint
 from .config import client_config
 from .cpu_process import CPU_MODEL_ID, CpuServer, find_local_model, sigterm_as_exit
 from .errors import EXIT_UNAVAILABLE, CliError
+from .parser import sample_catalog_path
 from .progress import ProgressBar
 from .render import book_label, display_width, recommendations_table
 
@@ -210,6 +214,57 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
+#: Set by scripts/demo.sh: the directory the user ran it from (the demo runs in the repository
+#: root), so that the paths of "Try it yourself" work where the user stands.
+INVOKED_FROM_ENV = "BOOKREC_INVOKED_FROM"
+
+
+def _path_for_user(path: Path, *, command: bool = False) -> str:
+    """``path`` as the user can type it where they stand: relative to their directory when it
+    is below it (``./name`` for a command there), else absolute."""
+    here = Path(os.environ.get(INVOKED_FROM_ENV) or Path.cwd()).resolve()
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    absolute = Path(os.path.normpath(absolute))  # links kept: the venv's bin/, not /usr/bin
+    try:
+        shown = str(absolute.relative_to(here))
+    except ValueError:
+        return str(absolute)
+    if command and os.sep not in shown:
+        shown = f".{os.sep}{shown}"
+    return shown
+
+
+def bookrec_command() -> str:
+    """How to run ``bookrec`` as printed: ``bookrec`` when that name on ``PATH`` is this
+    installation's, else the path of this environment's ``bookrec`` script (e.g.
+    ``.venv/bin/bookrec`` when the virtual environment is not activated), else
+    ``python -m bookrec.recommender.cli`` with this interpreter."""
+    name = "bookrec.exe" if os.name == "nt" else "bookrec"
+    ours = Path(sys.executable).parent / name
+    on_path = shutil.which("bookrec")
+    if ours.is_file():
+        if on_path is not None and Path(on_path).samefile(ours):
+            return "bookrec"
+        return shlex.quote(_path_for_user(ours, command=True))
+    return f"{shlex.quote(sys.executable)} -m bookrec.recommender.cli"
+
+
+def try_it_command(book_id: str, index_dir: Path, catalog_path: Path) -> str:
+    """The ``bookrec similar`` command that shows the demo's first example again."""
+    words = [bookrec_command(), "similar", shlex.quote(book_id)]
+    words += ["--index", shlex.quote(_path_for_user(index_dir))]
+    if os.environ.get("BOOKREC_CATALOG") or not _same_file(catalog_path, sample_catalog_path()):
+        words += ["--catalog", shlex.quote(_path_for_user(catalog_path))]
+    return " ".join(words)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
@@ -359,10 +414,8 @@ def _tour(
         print(f"  {key:<9}{value}", file=out)
     print(file=out)
     print("Try it yourself:", file=out)
-    print(
-        f"  bookrec similar {examples[0].id if examples else 'BOOK_ID'} --index {index_dir}",
-        file=out,
-    )
+    first = examples[0].id if examples else "BOOK_ID"
+    print(f"  {try_it_command(first, index_dir, catalog_path)}", file=out)
     if backend.banner:
         print(file=out)
         _banner(backend.banner, out)

@@ -193,3 +193,68 @@ def test_demo_starts_and_stops_the_cpu_server(tmp_path: Path) -> None:
     assert match, proc.stdout
     assert "151 embedded" in proc.stdout and "LEXICAL" not in proc.stdout
     assert not client.check_ready(match.group(1), timeout=1.0)  # stopped at the end
+
+
+def _try_it_line(out: str) -> str:
+    lines = out.splitlines()
+    return lines[lines.index("Try it yourself:") + 1].strip()
+
+
+def test_demo_try_it_command_works_as_printed(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Issue 11: "Try it yourself: bookrec similar ..." failed with `bookrec: command not found`
+    unless the virtual environment was activated. The printed command runs as printed, from a
+    shell whose PATH has no bookrec on it."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code, out, err = _demo("--mode", "lexical", capsys=capsys)
+    assert code == 0, err
+    command = _try_it_line(out)
+    assert not command.startswith("bookrec "), command
+    assert "--index .bookrec/demo-index/lexical" in command
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKREC_", "HF_"))}
+    env.update(PATH="/usr/bin:/bin", PYTHONIOENCODING="utf-8")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        cwd=clean_env,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, (command, proc.stderr)
+    assert proc.stdout.startswith("More like Pride and Prejudice"), proc.stdout
+
+
+def test_demo_try_it_command_paths(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The venv's bookrec relative to where the user stands (BOOKREC_INVOKED_FROM, set by
+    scripts/demo.sh), plain `bookrec` when that is the one on PATH, the catalog when not the
+    sample."""
+    bin_dir = clean_env / "repo" / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "bookrec").write_text("#!/bin/sh\n")
+    (bin_dir / "bookrec").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(clean_env / "repo")
+    index = Path(".bookrec/demo-index/lexical")
+    sample = demo.sample_catalog_path()
+    assert demo.try_it_command("en-1", index, sample) == (
+        ".venv/bin/bookrec similar en-1 --index .bookrec/demo-index/lexical"
+    )
+    monkeypatch.setenv(demo.INVOKED_FROM_ENV, str(clean_env))
+    assert demo.try_it_command("en-1", index, sample) == (
+        "repo/.venv/bin/bookrec similar en-1 --index repo/.bookrec/demo-index/lexical"
+    )
+    monkeypatch.setenv(demo.INVOKED_FROM_ENV, "/")
+    root = clean_env.resolve() / "repo"
+    assert demo.try_it_command("en-1", index, Path("my books.jsonl")) == (
+        f"{str(root)[1:]}/.venv/bin/bookrec similar en-1 --index "
+        f"{str(root)[1:]}/.bookrec/demo-index/lexical --catalog '{str(root)[1:]}/my books.jsonl'"
+    )
+    monkeypatch.delenv(demo.INVOKED_FROM_ENV)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert demo.try_it_command("en-1", index, sample).startswith("bookrec similar en-1 ")
