@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from ._exceptions import CacheError
 from ._types import ModelIdentity
+from ._urls import strip_userinfo
 
 __all__ = ["EmbeddingCache", "cache_key"]
 
@@ -156,7 +157,12 @@ class EmbeddingCache:
                 raise CacheError(f"embedding cache {self._path}: {exc}") from exc
 
     def get_identity(self, alias: str) -> ModelIdentity | None:
-        """The identity last seen for ``alias`` (an endpoint + requested model and width)."""
+        """The identity last seen for ``alias`` (an endpoint + requested model and width).
+
+        The credentials of a URL in ``alias`` (``http://user:password@host``) are dropped
+        before it is looked up or stored: the file never holds them.
+        """
+        alias = strip_userinfo(alias)
         rows = self._execute("SELECT model, dimensions FROM identities WHERE alias = ?", (alias,))
         if not rows:
             return None
@@ -168,7 +174,7 @@ class EmbeddingCache:
     def put_identity(self, alias: str, identity: ModelIdentity) -> None:
         self._execute(
             "INSERT OR REPLACE INTO identities (alias, model, dimensions) VALUES (?, ?, ?)",
-            (alias, identity.model, identity.dimensions),
+            (strip_userinfo(alias), identity.model, identity.dimensions),
         )
 
     def get_many(self, keys: Sequence[bytes], dimensions: int) -> dict[bytes, NDArray[np.float32]]:

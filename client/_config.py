@@ -35,6 +35,7 @@ from ._constants import (
 from ._exceptions import ConfigurationError
 from ._models import MIN_DIMENSIONS, known_model_width
 from ._types import PromptFormats
+from ._urls import mask_userinfo
 
 __all__ = ["ClientConfig", "Endpoint", "PromptTemplate", "RetryPolicy"]
 
@@ -47,7 +48,9 @@ class Endpoint:
     """One OpenAI-compatible server, e.g. ``Endpoint("http://127.0.0.1:30000/v1")``.
 
     A URL without a path gets ``/v1`` appended; a trailing ``/`` is dropped. The API key goes
-    out as a bearer token and is never shown by ``repr``.
+    out as a bearer token and is never shown by ``repr``. Credentials in the URL
+    (``http://user:password@host/v1``) go to the server as the SDK sends them, but messages,
+    logs, ``repr`` and the cache show :attr:`display_url` (``http://user:***@host/v1``).
     """
 
     base_url: str
@@ -55,10 +58,14 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         url = self.base_url.strip().rstrip("/")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(
-                f"endpoint URL must look like http://host:port/v1, got {self.base_url!r}"
+                "endpoint URL must look like http://host:port/v1, got "
+                f"{mask_userinfo(self.base_url)!r}"
             )
         if not parts.path:
             url += "/v1"
@@ -66,9 +73,14 @@ class Endpoint:
         if self.api_key is not None and not self.api_key.strip():
             object.__setattr__(self, "api_key", None)
 
+    @property
+    def display_url(self) -> str:
+        """:attr:`base_url` with the password of its userinfo masked, for messages and logs."""
+        return mask_userinfo(self.base_url)
+
     def __repr__(self) -> str:
         key = "***" if self.api_key else None
-        return f"Endpoint(base_url={self.base_url!r}, api_key={key!r})"
+        return f"Endpoint(base_url={self.display_url!r}, api_key={key!r})"
 
 
 @dataclass(frozen=True, slots=True)

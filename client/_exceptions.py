@@ -16,6 +16,8 @@ EmbeddingError                         catch this to catch everything
 
 from __future__ import annotations
 
+from ._urls import mask_urls_in, mask_userinfo
+
 __all__ = [
     "CacheError",
     "ConfigurationError",
@@ -33,8 +35,12 @@ class EmbeddingError(Exception):
     """Base class of every error raised by the embedding client.
 
     The openai SDK's and tenacity's exceptions never escape; they are kept as ``__cause__``.
-    Messages never contain the API key.
+    Messages never contain the API key, nor the password of a URL (``http://user:***@host``:
+    every URL in a message, and ``endpoint`` where there is one, is masked here).
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_urls_in(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(EmbeddingError, ValueError):
@@ -64,7 +70,7 @@ class EmbeddingUnavailable(EmbeddingError):
         super().__init__(message)
         self.status_code = status_code
         self.retry_after = retry_after
-        self.endpoint = endpoint
+        self.endpoint = None if endpoint is None else mask_userinfo(endpoint)
         self.request_id = request_id
 
 
@@ -92,7 +98,7 @@ class EmbeddingRejected(EmbeddingError):
         super().__init__(message)
         self.status_code = status_code
         self.index = index
-        self.endpoint = endpoint
+        self.endpoint = None if endpoint is None else mask_userinfo(endpoint)
         self.request_id = request_id
         self.server_message = server_message
 

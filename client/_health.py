@@ -9,13 +9,15 @@ from typing import Any
 import httpx
 
 from ._exceptions import EmbeddingRejected, EmbeddingResponseError, EmbeddingUnavailable
+from ._urls import mask_userinfo
 from ._wire import is_retryable_status
 
 __all__ = ["check_ready", "list_models", "root_url", "wait_until_ready"]
 
 logger = logging.getLogger(__name__)
 
-# Health routes need no API key on SGLang; ``/v1/models`` does.
+# Health routes need no API key on SGLang; ``/v1/models`` does. Messages and logs show URLs
+# with the password of their userinfo masked (``http://user:***@host``).
 
 
 def root_url(base_url: str) -> str:
@@ -35,7 +37,7 @@ def check_ready(base_url: str, *, timeout: float = 2.0) -> bool:
                 response = http.get(f"{root}/health_generate")
             return response.status_code == 200
     except httpx.HTTPError as exc:
-        logger.debug("%s not ready: %s", root, exc)
+        logger.debug("%s not ready: %s", mask_userinfo(root), mask_userinfo(str(exc)))
         return False
 
 
@@ -48,8 +50,9 @@ def wait_until_ready(base_url: str, *, timeout: float = 600.0, interval: float =
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            shown = mask_userinfo(base_url)
             raise EmbeddingUnavailable(
-                f"{root_url(base_url)} was not ready after {timeout:g} s", endpoint=base_url
+                f"{root_url(shown)} was not ready after {timeout:g} s", endpoint=shown
             )
         time.sleep(min(interval, remaining))
 
@@ -59,15 +62,16 @@ def list_models(
 ) -> list[dict[str, Any]]:
     """The ``data`` entries of ``GET /v1/models`` (SGLang: ``id`` = served name, ``root``,
     ``max_model_len``)."""
-    url = f"{root_url(base_url)}/v1/models"
+    target = f"{root_url(base_url)}/v1/models"
+    url, endpoint = mask_userinfo(target), mask_userinfo(base_url)  # what messages show
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout)
+        response = httpx.get(target, headers=headers, timeout=timeout)
     except httpx.TimeoutException as exc:
-        raise EmbeddingUnavailable(f"GET {url} timed out", endpoint=base_url) from exc
+        raise EmbeddingUnavailable(f"GET {url} timed out", endpoint=endpoint) from exc
     except httpx.HTTPError as exc:
         raise EmbeddingUnavailable(
-            f"cannot reach {url} ({type(exc).__name__})", endpoint=base_url
+            f"cannot reach {url} ({type(exc).__name__})", endpoint=endpoint
         ) from exc
     status = response.status_code
     if is_retryable_status(status):

@@ -12,12 +12,13 @@ from numpy.typing import NDArray
 
 from ._breaker import CircuitBreaker, Clock
 from ._cache import EmbeddingCache, cache_key
-from ._config import ClientConfig
+from ._config import ClientConfig, Endpoint
 from ._exceptions import IncompatibleModelError
 from ._flow import Deadline, EndpointState, RequestFlow
 from ._planning import CallPlan, Role, plan_batches, plan_call
 from ._rerank import RerankCall, plan_rerank
 from ._types import ModelIdentity, Vectors
+from ._urls import strip_userinfo
 
 __all__ = ["EmbeddingSession", "open_cache"]
 
@@ -49,9 +50,13 @@ class EmbeddingSession:
         self.cache = cache
         self.clock = clock
         policy = config.retry
+        # The flow names endpoints in errors and logs, and sends nothing itself (requests go
+        # to the SDK clients by number): it sees each URL with its password masked.
         self.endpoints = [
             EndpointState(
-                i, ep, CircuitBreaker(policy.breaker_threshold, policy.breaker_cooldown, clock)
+                i,
+                _for_display(ep),
+                CircuitBreaker(policy.breaker_threshold, policy.breaker_cooldown, clock),
             )
             for i, ep in enumerate(config.endpoints)
         ]
@@ -59,7 +64,7 @@ class EmbeddingSession:
         self.rerankers = [
             EndpointState(
                 first + i,
-                ep,
+                _for_display(ep),
                 CircuitBreaker(policy.breaker_threshold, policy.breaker_cooldown, clock),
             )
             for i, ep in enumerate(config.rerank_endpoints)
@@ -72,8 +77,10 @@ class EmbeddingSession:
         self._identity_from_cache = False
         self._identity_loaded = cache is None
         self._identity_unsaved = False
-        # The cache records the identity per configuration: first endpoint, model, width.
-        self._alias = f"{config.endpoints[0].base_url}|{config.model}|{config.dimensions}"
+        # The cache records the identity per configuration: first endpoint (without the
+        # credentials of its URL), model, width.
+        server = strip_userinfo(config.endpoints[0].base_url)
+        self._alias = f"{server}|{config.model}|{config.dimensions}"
 
     # -- without I/O ----------------------------------------------------------------------
     @property
@@ -173,3 +180,10 @@ class EmbeddingSession:
     @staticmethod
     def _keys(plan: CallPlan, identity: ModelIdentity, ids: Sequence[int]) -> list[bytes]:
         return [cache_key(identity, plan.role, plan.instruction, plan.unique[u]) for u in ids]
+
+
+def _for_display(endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` as the flow shows it: its URL with the password masked."""
+    if endpoint.display_url == endpoint.base_url:
+        return endpoint
+    return Endpoint(endpoint.display_url, endpoint.api_key)
