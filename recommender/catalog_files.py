@@ -1,6 +1,10 @@
 """Reading a catalog from a JSONL or CSV file, every record validated with its line number.
 
-A problem is reported as ``CatalogError("path:line: what is wrong")``.
+A problem is reported as ``CatalogError("path:line: what is wrong")``. Hostile input is refused
+the same way: lists or objects nested deeper than :data:`MAX_NESTING`, integers of more than
+:data:`MAX_INTEGER_DIGITS` digits, duplicate keys in one JSON object, text that is not valid
+Unicode (a lone surrogate from a ``\\ud800`` escape) and a field of more than
+:data:`MAX_FIELD_CHARS` characters, in CSV and JSONL alike.
 """
 
 from __future__ import annotations
@@ -19,11 +23,72 @@ from .book import KNOWN_FIELDS, Book
 from .catalog import Catalog
 from .errors import CatalogError
 
-__all__ = ["book_from_record", "load_catalog", "parse_catalog"]
+__all__ = [
+    "MAX_FIELD_CHARS",
+    "MAX_INTEGER_DIGITS",
+    "MAX_NESTING",
+    "MAX_POPULARITY",
+    "YEAR_RANGE",
+    "book_from_record",
+    "load_catalog",
+    "parse_catalog",
+]
 
 logger = logging.getLogger(__name__)
 
 _LIST_SEPARATORS = re.compile(r"[;|]")
+
+#: The most characters one field of a record may hold (1 MiB of characters), in CSV (a cell)
+#: and JSONL (a value with every string in it, keys included) alike.
+MAX_FIELD_CHARS = 1 << 20
+#: The deepest nesting of lists and objects a record may hold (the record itself is level 1).
+MAX_NESTING = 32
+#: The most digits an integer in a record may have (a year or popularity needs far fewer).
+MAX_INTEGER_DIGITS = 30
+#: The years a book may have (as the HTTP service accepts).
+YEAR_RANGE = (-10000, 10000)
+#: The largest popularity (as the HTTP service accepts: exact in a float).
+MAX_POPULARITY = 2**53
+
+# csv refuses a cell longer than its limit (128 KiB by default): raised, never lowered, to one
+# character more than ours, so that a longer cell is refused with this module's message.
+if csv.field_size_limit() <= MAX_FIELD_CHARS:
+    csv.field_size_limit(MAX_FIELD_CHARS + 1)
+
+
+class _HugeInteger:
+    """An integer literal too long to convert (Python refuses 4,300 digits): only its size."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _parse_int(text: str) -> int | _HugeInteger:
+    digits = len(text.lstrip("+-"))
+    return _HugeInteger(digits) if digits > MAX_INTEGER_DIGITS else int(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a hostile value may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def load_catalog(path: str | Path, *, format: str | None = None) -> Catalog:
@@ -116,10 +181,20 @@ def _read_jsonl(data: bytes, name: str) -> list[tuple[int, dict[str, Any]]]:
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_parse_int)
         except json.JSONDecodeError as exc:
             raise CatalogError(
                 f"malformed JSON ({exc.msg} at column {exc.colno})", path=name, line=lineno
+            ) from None
+        except _DuplicateKey as exc:
+            raise CatalogError(
+                f"duplicate key {_short(exc.key)} in one JSON object", path=name, line=lineno
+            ) from None
+        except RecursionError:
+            raise CatalogError(
+                f"lists or objects nested too deeply (at most {MAX_NESTING} levels)",
+                path=name,
+                line=lineno,
             ) from None
         if not isinstance(record, dict):
             raise CatalogError(
@@ -159,6 +234,12 @@ def _read_csv(data: bytes, name: str) -> list[tuple[int, dict[str, Any]]]:
         except StopIteration:
             break
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise CatalogError(
+                    f"a field is longer than {MAX_FIELD_CHARS:,} characters",
+                    path=name,
+                    line=start_line,
+                ) from None
             raise CatalogError(f"malformed CSV ({exc})", path=name, line=start_line) from None
         line = start_line
         start_line = reader.line_num + 1
@@ -190,12 +271,14 @@ def _read_csv(data: bytes, name: str) -> list[tuple[int, dict[str, Any]]]:
 def _csv_number(value: str, kind: type, column: str, name: str, line: int) -> Any:
     if not value:
         return None
+    if kind is int and value.lstrip("+-").isdigit():
+        return _parse_int(value)
     try:
         return kind(value)
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise CatalogError(
-            f"{column} must be {what}, got {value!r}", path=name, line=line
+            f"{column} must be {what}, got {_short(value)}", path=name, line=line
         ) from None
 
 
@@ -211,12 +294,73 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _field_problem(key: object, value: object) -> str | None:
+    """What makes one field of a record unusable, or ``None``: nesting deeper than
+    :data:`MAX_NESTING`, an integer of too many digits, a string that is not valid Unicode, or
+    more than :data:`MAX_FIELD_CHARS` characters of text. The message starts with the field's
+    name."""
+    field = key if isinstance(key, str) else repr(key)
+    shown = _printable_key(field)
+    if isinstance(key, str) and shown != key and not _encodable(key):
+        return f"the field name {shown} holds a lone surrogate, which is not valid Unicode text"
+    chars = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+            if not _encodable(item):
+                bad = next(ch for ch in item if not _encodable(ch))
+                return (
+                    f"{shown} holds a lone surrogate ({bad!r}), which is not valid Unicode "
+                    "text; fix the escape in the file"
+                )
+        elif isinstance(item, _HugeInteger):
+            return (
+                f"{shown} holds an integer of {item.digits:,} digits (at most {MAX_INTEGER_DIGITS})"
+            )
+        elif isinstance(item, dict | list | tuple):
+            if depth >= MAX_NESTING:
+                return (
+                    f"{shown} holds lists or objects nested too deeply "
+                    f"(at most {MAX_NESTING} levels)"
+                )
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    stack.append((k, depth + 1))
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in item)
+        if chars > MAX_FIELD_CHARS:
+            return f"{shown} is longer than {MAX_FIELD_CHARS:,} characters"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable_key(key: str) -> str:
+    """A field name as shown in a message: plain if it is a short printable word, else quoted."""
+    plain = key and len(key) <= 40 and key.isprintable() and key.strip() == key
+    return key if plain and _encodable(key) else _short(key)
+
+
 def book_from_record(record: dict[str, Any], name: str = "book", line: int | None = None) -> Book:
     """A :class:`Book` from one catalog record, checked as a catalog line is (``CatalogError``
     naming ``name`` and ``line``)."""
 
     def fail(message: str) -> CatalogError:
         return CatalogError(message, path=name, line=line)
+
+    for key, value in record.items():
+        problem = _field_problem(key, value)
+        if problem is not None:
+            raise fail(problem)
 
     def text(key: str, *, required: bool = False) -> str | None:
         value = record.get(key)
@@ -247,14 +391,18 @@ def book_from_record(record: dict[str, Any], name: str = "book", line: int | Non
                 items.append(item.strip())
         return tuple(items)
 
-    def integer(key: str) -> int | None:
+    def integer(key: str, low: int, high: int) -> int | None:
         value = record.get(key)
         if value is None:
             return None
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            value = int(value)  # 1965.0 from a spreadsheet export; not 1e300
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise fail(f"{key} must be an integer, got {_type_name(value)} {value!r}")
+            raise fail(f"{key} must be an integer, got {_type_name(value)} {_short(value)}")
+        if low == 0 and value < 0:
+            raise fail(f"{key} must not be negative, got {value}")
+        if not low <= value <= high:
+            raise fail(f"{key} must be between {low} and {high}, got {value}")
         return value
 
     book_id = text("id", required=True)
@@ -270,9 +418,7 @@ def book_from_record(record: dict[str, Any], name: str = "book", line: int | Non
         rating = float(rating)
         if not math.isfinite(rating) or not 0.0 <= rating <= 5.0:
             raise fail(f"rating must be between 0 and 5, got {rating}")
-    popularity = integer("popularity")
-    if popularity is not None and popularity < 0:
-        raise fail(f"popularity must not be negative, got {popularity}")
+    popularity = integer("popularity", 0, MAX_POPULARITY)
     language = text("language")
     series = text("series")
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
@@ -283,7 +429,7 @@ def book_from_record(record: dict[str, Any], name: str = "book", line: int | Non
         summary=(summary or "").strip(),
         tags=str_list("tags"),
         language=language.lower() if language else None,
-        year=integer("year"),
+        year=integer("year", *YEAR_RANGE),
         rating=rating,
         popularity=popularity,
         series=series or None,

@@ -40,7 +40,7 @@ from .book import Book, normalize_name
 from .candidates import RowSpace, top_candidates
 from .catalog import Catalog
 from .diversity import select_diverse
-from .errors import EmptyProfileError, IndexMismatchError, UnknownBookError
+from .errors import EmptyProfileError, IndexMismatchError, RecommenderError, UnknownBookError
 from .filters import Filters
 from .hybrid import HybridScoring
 from .index import VectorIndex, check_compatible
@@ -52,13 +52,30 @@ from .rerank import RerankSettings, reader_query, rerank_scores
 from .store import VectorStore, store_location
 from .text import book_text
 
-__all__ = ["Recommendation", "Recommender"]
+__all__ = ["ContradictoryProfileError", "Recommendation", "Recommender"]
 
 logger = logging.getLogger(__name__)
 
 _REASON_TEXT_CHARS = 60
 #: ``reasons(ids, vectors)``: one reason per chosen book.
 Reasons = Callable[[list[str], NDArray[np.float32]], list[str]]
+
+
+class ContradictoryProfileError(RecommenderError, ValueError):
+    """A reader both likes and dislikes a book: the profile contradicts itself.
+
+    A ``ValueError`` (and a :class:`RecommenderError`): the CLI exits with status 2, the HTTP
+    service answers 422, as for any invalid request.
+    """
+
+    def __init__(self, book_ids: Sequence[str]) -> None:
+        self.book_ids = tuple(book_ids)
+        shown = ", ".join(repr(i) for i in self.book_ids[:10])
+        more = f" and {len(self.book_ids) - 10} more" if len(self.book_ids) > 10 else ""
+        noun = "a book" if len(self.book_ids) == 1 else "books"
+        super().__init__(
+            f"{noun} both liked and disliked: {shown}{more}; give each book in one of them only"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +311,10 @@ class Recommender:
         ):
             if isinstance(value, str):
                 raise TypeError(f"{name} must be a list, not a string")
+        disliked_ids = set(disliked)
+        both = [i for i in dict.fromkeys(liked) if i in disliked_ids]
+        if both:
+            raise ContradictoryProfileError(both)
         view = self._current()
         store = view.store
         prefs = [p for p in preferences if p.strip()]

@@ -1,7 +1,13 @@
-"""Tables with book labels for people, laid out in terminal columns (CJK characters take two)."""
+"""Tables with book labels for people, laid out in terminal columns (CJK characters take two).
+
+Text from a catalog is shown through :func:`printable`: control characters (an escape sequence
+that would clear or recolour the terminal, a newline that would split a table row) are shown
+escaped, as ``\\x1b`` or ``\\n``.
+"""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +21,32 @@ __all__ = [
     "display_width",
     "format_authors",
     "pad",
+    "printable",
     "recommendations_table",
     "render_table",
     "truncate",
 ]
+
+
+# C0 and C1 controls, DEL, the line and paragraph separators and the bidirectional controls
+# (which reorder what follows them on the line).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\x1b``, ``\\n``, ``\\u202e``), safe
+    to print on a terminal; printing it again changes nothing."""
+    return _CONTROLS.sub(_escape, text)
 
 
 def display_width(text: str) -> int:
@@ -66,7 +94,7 @@ def render_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], inden
     """Rows aligned under their headers; cells wider than a column's maximum are truncated."""
     cells = [
         [
-            truncate(cell, col.max_width) if col.max_width else cell
+            truncate(printable(cell), col.max_width) if col.max_width else printable(cell)
             for col, cell in zip(columns, row, strict=True)
         ]
         for row in rows
@@ -89,14 +117,16 @@ def format_authors(authors: Sequence[str]) -> str:
 
 
 def book_label(book: recommender.Book) -> str:
-    """``Title`` (Authors, year), with Chinese punctuation for Chinese titles."""
+    """``Title`` (Authors, year), with Chinese punctuation for Chinese titles; control
+    characters escaped (:func:`printable`)."""
     year = book.year
-    authors = format_authors(book.authors)
+    authors = printable(format_authors(book.authors))
+    title = printable(book.title)
     if is_cjk(book.title):
         extra = "，".join(x for x in (authors, str(year) if year else "") if x)
-        return f"《{book.title}》（{extra}）" if extra else f"《{book.title}》"
+        return f"《{title}》（{extra}）" if extra else f"《{title}》"
     extra = ", ".join(x for x in (authors, str(year) if year else "") if x)
-    return f"{book.title} ({extra})" if extra else book.title
+    return f"{title} ({extra})" if extra else title
 
 
 def recommendations_table(results: Sequence[recommender.Recommendation], indent: str = "  ") -> str:
