@@ -7,12 +7,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from bookrec import recommender
 
+from ..lexical import LEXICAL_MODEL_PREFIX
 from . import stores
 from .config import filters_from_args, open_client, rerank_settings
 from .errors import EXIT_OK, CliError
@@ -146,26 +147,69 @@ def cmd_db(args: argparse.Namespace, out: TextIO) -> int:
 
 @contextmanager
 def _recommender(
-    args: argparse.Namespace, embedder: Any = None, reranker: Any = None
+    args: argparse.Namespace,
+    embedder: Any = None,
+    reranker: Any = None,
+    *,
+    free_text: bool = False,
 ) -> Iterator[recommender.Recommender]:
     """The recommender over ``--index`` or ``--store`` (whose connection closes afterwards);
     ``reranker`` serves ``--rerank``, as ``--rerank-candidates`` and ``--rerank-instruction``
-    say."""
+    say. ``free_text``: the command embeds free text, with the query embedder of the index
+    (``_query_embedder``: no embedding service for a lexical index)."""
     options: dict[str, Any] = {"embedder": embedder}
     if reranker is not None:
         options["reranker"] = reranker
         options["rerank_settings"] = rerank_settings(args)
-    dsn = stores.store_dsn(args)
-    if dsn is None:
-        catalog = load_catalog(_catalog_path(args))
-        index = open_index(Path(args.index))
-        yield recommender.Recommender(catalog, index, **options)
-        return
-    with stores.open_store(dsn, getattr(args, "replicas", None) or ()) as store:
-        books = (
-            load_catalog(Path(args.catalog)) if args.catalog else stores.catalog_from_store(store)
-        )
+    with ExitStack() as stack:
+        dsn = stores.store_dsn(args)
+        if dsn is None:
+            books = load_catalog(_catalog_path(args))
+            store: Any = open_index(Path(args.index))
+        else:
+            store = stack.enter_context(
+                stores.open_store(dsn, getattr(args, "replicas", None) or ())
+            )
+            books = (
+                load_catalog(Path(args.catalog))
+                if args.catalog
+                else stores.catalog_from_store(store)
+            )
+        if free_text:
+            options["embedder"] = _query_embedder(args, store.identity, books, stack, reranker)
         yield recommender.Recommender(books, store, **options)
+
+
+def is_lexical(identity: Any) -> bool:
+    """Whether an index of ``identity`` was built in lexical (TF-IDF) mode, by
+    :class:`~bookrec.recommender.LexicalEmbedder`: no embedding service serves its model."""
+    model = getattr(identity, "model", None)
+    return isinstance(model, str) and model.startswith(LEXICAL_MODEL_PREFIX)
+
+
+def _query_embedder(
+    args: argparse.Namespace,
+    identity: Any,
+    catalog: recommender.Catalog,
+    stack: ExitStack,
+    client: Any = None,
+) -> Any:
+    """What embeds free text for an index of ``identity``: the embedding client of the endpoint
+    options (``client`` when the command has one open already). For a lexical (TF-IDF) index,
+    the ``LexicalEmbedder`` of the catalog instead when it reproduces the index's vector space,
+    else ``None`` (keywords, degraded): an embedding service is never asked about a lexical
+    index, since none serves its model and waiting for one cost every search seconds."""
+    if not is_lexical(identity):
+        return client if client is not None else stack.enter_context(open_client(args))
+    lexical = recommender.LexicalEmbedder.from_catalog(catalog)
+    if lexical.identity == identity:
+        return lexical
+    print(
+        "note: the index is lexical (TF-IDF) and was built from another catalog; free text "
+        "is matched by keywords instead.",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _results_out(
@@ -218,10 +262,9 @@ def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
     if not (args.history or args.liked or args.preference):
         raise CliError("give at least one of --history, --liked or --prefer")
     if args.preference or args.rerank:
-        with open_client(args) as client:
-            embedder = client if args.preference else None
-            reranker = client if args.rerank else None
-            with _recommender(args, embedder, reranker) as rec:
+        with ExitStack() as stack:
+            reranker = stack.enter_context(open_client(args)) if args.rerank else None
+            with _recommender(args, None, reranker, free_text=bool(args.preference)) as rec:
                 results = _run_recommend(rec, args)
     else:
         with _recommender(args) as rec:
@@ -263,10 +306,9 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     if not text:
         raise CliError("search text is empty")
     reranking = args.rerank
-    with (
-        open_client(args) as embedder,
-        _recommender(args, embedder, embedder if reranking else None) as rec,
-    ):
+    with ExitStack() as stack:
+        reranker = stack.enter_context(open_client(args)) if reranking else None
+        rec = stack.enter_context(_recommender(args, None, reranker, free_text=True))
         results = rec.search(
             text,
             k=args.k,

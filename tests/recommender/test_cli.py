@@ -479,3 +479,31 @@ def test_index_scan_copy(call: InProcess) -> None:
     assert again["unchanged"] and again["scan"]["kind"] == "int8"
     dropped = call.json("index", "-c", "books.jsonl", "-i", "scanned", "--scan", "none")
     assert dropped["scan"] is None and not dropped["unchanged"]
+
+
+def test_lexical_index_search_never_asks_a_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Issue 11: with a lexical (TF-IDF) index and no service, every `search` waited seconds for
+    a service that can never serve its model. Free text is embedded by the catalog's own
+    LexicalEmbedder (as the demo does): no embedding client is even built."""
+    from bookrec.recommender.cli import commands
+
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+    code, _out, err = call("demo", "--mode", "lexical", "--no-progress")
+    assert code == 0, err
+
+    def no_client(_args: Any) -> Any:
+        raise AssertionError("an embedding client was built for a lexical index")
+
+    monkeypatch.setattr(commands, "open_client", no_client)
+    index = ".bookrec/demo-index/lexical"
+    found = call.json("search", "关于宇宙与外星文明的硬科幻", "-i", index, "-k", "3", base_url=url)
+    assert found["degraded"] is False and len(found["results"]) == 3
+    assert any(r["title"].startswith("三体") for r in found["results"]), found["results"]
+    rec = call.json("recommend", "--prefer", "space", "-i", index, "-k", "3", base_url=url)
+    assert rec["degraded"] is False and len(rec["results"]) == 3
+    code, out, err = call("search", "Pride", "-i", index, "-k", "2", base_url=url)
+    assert code == 0, err
+    assert "degraded" not in err and out.startswith("Books matching “Pride”")
