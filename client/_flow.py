@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import openai
 from numpy.typing import NDArray
@@ -46,6 +48,7 @@ __all__ = [
     "RequestFlow",
     "RerankFlow",
     "Sleep",
+    "SplitSize",
     "is_input_specific",
 ]
 
@@ -53,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 #: A 4xx that one bad input can cause; a batch rejected with it is split to find that input.
 SPLITTABLE_STATUS = frozenset({400, 413, 422})
+#: Consecutive successes on an endpoint after which its remembered split size doubles.
+SPLIT_GROW_AFTER = 16
 
 
 # -- actions the drivers perform --------------------------------------------------------------
@@ -116,6 +121,47 @@ class Deadline:
         return openai.Timeout(read, connect=connect)
 
 
+class SplitSize:
+    """The most texts an endpoint is sent per request since it timed out on a larger batch.
+
+    ``limit`` is ``None`` (the planned batches go as they are) until a read timeout halves it;
+    after :data:`SPLIT_GROW_AFTER` consecutive successes of at least half the limit it
+    doubles, and once it reaches the configured batch size it is lifted again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limit: int | None = None
+        self._successes = 0
+
+    @property
+    def limit(self) -> int | None:
+        with self._lock:
+            return self._limit
+
+    def shrink(self, sent: int) -> int:
+        """A request of ``sent`` texts timed out: at most half of it from now on (at least 1)."""
+        with self._lock:
+            half = max(1, sent // 2)
+            self._limit = half if self._limit is None else min(self._limit, half)
+            self._successes = 0
+            return self._limit
+
+    def record_success(self, sent: int, batch_size: int) -> bool:
+        """A request of ``sent`` texts was answered; whether the limit grew (up to
+        ``batch_size``, where it is lifted)."""
+        with self._lock:
+            if self._limit is None or 2 * sent < self._limit:
+                return False
+            self._successes += 1
+            if self._successes < SPLIT_GROW_AFTER:
+                return False
+            self._successes = 0
+            grown = 2 * self._limit
+            self._limit = None if grown >= batch_size else grown
+            return True
+
+
 @dataclass
 class EndpointState:
     """One endpoint as the flow sees it: its place in the list, its breaker, what it accepts."""
@@ -125,6 +171,8 @@ class EndpointState:
     breaker: CircuitBreaker
     #: Whether the server accepts ``dimensions``: unknown (None) until it answers.
     server_dimensions: bool | None = None
+    #: How many texts it is sent per request after read timeouts (embedding endpoints).
+    split: SplitSize = field(default_factory=SplitSize)
 
     @property
     def url(self) -> str:
@@ -136,6 +184,23 @@ def is_input_specific(error: EmbeddingRejected) -> bool:
     return error.status_code in SPLITTABLE_STATUS and not is_request_level(error.server_message)
 
 
+class _TooSlow(Exception):
+    """A batch of more than one text timed out in full (not cut by the deadline): the flow
+    halves it instead of retrying it; never leaves :meth:`RequestFlow.embed`."""
+
+    def __init__(self, ep: EndpointState, error: EmbeddingTimeout) -> None:
+        super().__init__(str(error))
+        self.ep = ep
+        self.error = error
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """Whether the SDK timed out waiting for the answer (not connecting, not for the pool)."""
+    return isinstance(exc, openai.APITimeoutError) and not isinstance(
+        exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout
+    )
+
+
 def _refuses_matryoshka(error: EmbeddingRejected) -> bool:
     """Whether the server was launched without Matryoshka widths (the client then truncates)."""
     return error.status_code == 400 and is_matryoshka_refusal(error.server_message)
@@ -145,7 +210,9 @@ def _refuses_matryoshka(error: EmbeddingRejected) -> bool:
 class RequestFlow:
     """How a batch is embedded: endpoints in order (skipping open circuits), retries with
     backoff or ``Retry-After`` within the deadline, the Matryoshka fallback to truncating on the
-    client, splitting a batch rejected for one input.
+    client, splitting a batch rejected for one input, halving a batch that timed out (the
+    endpoint remembers the smaller size, see :class:`SplitSize`; a single text that times out
+    is retried like any other failure).
 
     :meth:`embed` yields a :class:`Request` to send or a :class:`Sleep` to wait, and receives
     the response body or the SDK's exception back; ``_sync.py`` and ``_async.py`` only run that
@@ -182,13 +249,33 @@ class RequestFlow:
         )
 
     def embed(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
-        """Embed one batch; ``origins`` are the texts' indices in the call, for errors."""
+        """Embed one batch; ``origins`` are the texts' indices in the call, for errors.
+
+        A batch is halved (and each half embedded the same way, results concatenated in
+        order) when it is larger than the split size the endpoint remembers, when a request of
+        it timed out (the endpoint then remembers the smaller size), or when it was rejected
+        for one input (to find that input).
+        """
+        limit = self._split_limit()
+        if limit is not None and len(texts) > limit:
+            return (yield from self._halves(texts, origins, deadline))
         try:
             return (
                 yield from self._first_answering_endpoint(
                     self._endpoints, lambda ep: self._request(ep, texts, deadline), deadline
                 )
             )
+        except _TooSlow as slow:
+            size = slow.ep.split.shrink(len(texts))
+            logger.warning(
+                "%s did not answer a batch of %d texts within %s s; sending it at most %d "
+                "texts per request",
+                slow.ep.url,
+                len(texts),
+                self._config.timeout,
+                size,
+            )
+            return (yield from self._halves(texts, origins, deadline))
         except EmbeddingRejected as exc:
             if exc.index is not None or not is_input_specific(exc):
                 raise
@@ -207,10 +294,22 @@ class RequestFlow:
                 len(texts),
                 exc.status_code,
             )
-            mid = len(texts) // 2
-            left = yield from self.embed(texts[:mid], origins[:mid], deadline)
-            right = yield from self.embed(texts[mid:], origins[mid:], deadline)
-            return np.concatenate((left, right))
+            return (yield from self._halves(texts, origins, deadline))
+
+    def _halves(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
+        """Embed the two halves of a batch of at least two texts, one after the other."""
+        mid = len(texts) // 2
+        left = yield from self.embed(texts[:mid], origins[:mid], deadline)
+        right = yield from self.embed(texts[mid:], origins[mid:], deadline)
+        return np.concatenate((left, right))
+
+    def _split_limit(self) -> int | None:
+        """The split size of the endpoint a batch will go to: the first whose circuit is not
+        open (``None``: no limit)."""
+        for ep in self._endpoints:
+            if not ep.breaker.is_open():
+                return ep.split.limit
+        return None
 
     def rerank(self, call: RerankCall, batch: list[int], deadline: Deadline) -> RerankFlow:
         """Score one batch of a rerank call (``batch``: indices into ``call.documents``) on the
@@ -328,6 +427,15 @@ class RequestFlow:
         )
         if isinstance(outcome, BaseException):
             error = translate_error(outcome, ep.url, self._secrets)
+            if (
+                len(texts) > 1
+                and isinstance(error, EmbeddingTimeout)
+                and _is_read_timeout(outcome)
+                and timeout.read is not None
+                and timeout.read >= config.timeout  # a full wait, not one cut by the deadline
+            ):
+                error.__cause__ = outcome
+                raise _TooSlow(ep, error) from error  # halved, not retried, not a failure
             if isinstance(error, EmbeddingUnavailable):
                 ep.breaker.record_failure()
                 raise error from outcome
@@ -358,6 +466,9 @@ class RequestFlow:
             matrix = matrix[:, :dims]
         matrix = _unit_rows(matrix)
         self._check_identity(ModelIdentity(model, matrix.shape[1]), ep.url)
+        if ep.split.record_success(len(texts), config.batch_size):
+            grown = ep.split.limit
+            logger.info("%s is sent up to %s texts per request again", ep.url, grown or "all")
         return matrix
 
     def _rerank_request(

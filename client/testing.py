@@ -765,6 +765,17 @@ class FakeSGLang:
         header = None if retry_after is None else str(retry_after)
         self._queue(_Fault("fail", status=status, retry_after=header, message=message), times)
 
+    def set_costs(
+        self, per_request_delay: float | None = None, per_item_delay: float | None = None
+    ) -> None:
+        """Change ``per_request_delay`` / ``per_item_delay`` (``None``: keep) for the requests
+        that arrive from now on: a server that became faster or slower."""
+        with self._state.lock:
+            if per_request_delay is not None:
+                self._state.per_request_delay = per_request_delay
+            if per_item_delay is not None:
+                self._state.per_item_delay = per_item_delay
+
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Sleep ``seconds`` before answering the next ``times`` embedding requests."""
         self._queue(_Fault("delay", seconds=seconds), times)
