@@ -219,3 +219,75 @@ def test_contradiction_in_the_library(make_store: MakeStore) -> None:
         rec.recommend(liked=["nope"], disliked=["nope"])
     assert rec.recommend(liked=["a1"], disliked=["b"], k=2)  # no overlap: fine
     assert rec.recommend(history=["b"], disliked=["b"], k=2)  # read and disliked: fine
+
+
+HOSTILE = [
+    {"id": "calm", "title": "Calm Waters", "authors": ["Ann Lee"], "summary": "A quiet sea story."},
+    {
+        "id": "evil\nrow",
+        "title": "Clear\x1b[2J\x1b[31m Screen",
+        "authors": ["Bad\x07 Bell"],
+        "summary": "A sea story with a terminal trick.",
+    },
+    {"id": "third", "title": "Sea Tales", "authors": ["Ann Lee"], "summary": "More sea stories."},
+]
+
+
+def _in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: Any, base_url: str, *args: str
+) -> tuple[int, str, str]:
+    with monkeypatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith(("BOOKREC_", "HF_")):
+                mp.delenv(key)
+        mp.setenv("BOOKREC_BASE_URL", base_url)
+        mp.setenv("BOOKREC_MAX_ATTEMPTS", "1")
+        capsys.readouterr()
+        out = io.StringIO()
+        code = main(list(args), out=out)
+        err = capsys.readouterr().err
+    return code, out.getvalue(), err
+
+
+def test_cli_escapes_catalog_text_and_refuses_contradictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from bookrec.client.testing import FakeSGLang
+
+    catalog = tmp_path / "hostile.jsonl"
+    catalog.write_text("".join(json.dumps(b) + "\n" for b in HOSTILE), encoding="utf-8")
+    common = ("-c", str(catalog), "-i", str(tmp_path / "idx"))
+    with FakeSGLang(dim=16) as fake:
+        url = fake.base_url
+        code, _out, err = _in_process(monkeypatch, capsys, url, "index", *common, "--no-progress")
+        assert code == 0, err
+
+        # Tables, titles and reasons: no control character reaches the terminal.
+        for args in (
+            ("similar", "evil\nrow", *common),
+            ("similar", "calm", *common),
+            ("recommend", "--liked", "evil\nrow", *common),
+        ):
+            code, out, err = _in_process(monkeypatch, capsys, url, *args)
+            assert code == 0, err
+            assert not any(ch in out for ch in "\x1b\x07"), out
+            lines = out.splitlines()
+            assert len(lines) == 1 + 2 + 2, out  # title, header, rule, two rows
+            assert "evil\\nrow" in out or "Clear\\x1b[2J\\x1b[31m Screen" in out
+        code, out, _err = _in_process(monkeypatch, capsys, url, "similar", "evil\nrow", *common)
+        assert out.splitlines()[0] == "More like Clear\\x1b[2J\\x1b[31m Screen (Bad\\x07 Bell)"
+
+        # JSON output stays exact.
+        code, out, err = _in_process(monkeypatch, capsys, url, "similar", "calm", *common, "--json")
+        assert code == 0, err
+        found = {r["id"]: r for r in json.loads(out)["results"]}
+        assert found["evil\nrow"]["title"] == "Clear\x1b[2J\x1b[31m Screen"
+        assert found["evil\nrow"]["authors"] == ["Bad\x07 Bell"]
+
+        # The same book liked and disliked: a clear error, exit 2.
+        code, out, err = _in_process(
+            monkeypatch, capsys, url, "recommend", "--liked", "calm", "--disliked", "calm", *common
+        )
+        assert code == 2, err
+        assert err.startswith("bookrec: error: a book both liked and disliked: 'calm'"), err
+        assert out == ""
