@@ -53,6 +53,17 @@ DEFAULT_WORKER_BASE_PORT = 31000
 DEFAULT_WAIT_TIMEOUT = 1200.0
 STOP_GRACE_SECONDS = 30.0
 API_KEY_ENV_VARS = ("BOOKREC_API_KEY", "SGLANG_API_KEY")
+#: Off loopback, a key must be at least this long and none of the documented placeholders
+#: (deploy/embedding.env.example, deploy/api-keys.txt.example), which anyone can read.
+MIN_API_KEY_LENGTH = 16
+PLACEHOLDER_API_KEYS = frozenset(
+    {
+        "replace-with-a-long-random-string",
+        "replace-with-another-long-random-string",
+        "replace-with-a-long-random-read-key",
+        "replace-with-another-long-random-key",
+    }
+)
 MASKED = "***"
 GATEWAY_POLICIES = ("round_robin", "power_of_two", "random", "cache_aware")
 DEFAULT_GATEWAY_METRICS_PORT = 29000
@@ -675,6 +686,13 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
             )
 
     api_key = api_key_from(args, environ)
+    weak = weak_key_problem(api_key) if api_key and not is_loopback(args.host) else None
+    if weak:
+        parser.error(
+            f"refusing to listen on {args.host} with {weak}; set BOOKREC_API_KEY (or "
+            "--api-key) to a long random key, e.g. `openssl rand -hex 24`, or listen on "
+            "127.0.0.1, where any key is accepted"
+        )
     if not api_key and not is_loopback(args.host):
         notes.append(
             f"warning: listening on {args.host} without an API key: anyone who can reach port "
@@ -703,6 +721,18 @@ def parse_options(argv: Sequence[str], environ: dict[str, str]) -> Options:
 def mem_share(total: float, workers: int) -> str:
     """Each worker's --mem-fraction-static when `workers` share `total` of one GPU."""
     return f"{total / workers:.3f}".rstrip("0")
+
+
+def weak_key_problem(api_key: str) -> str | None:
+    """Why `api_key` is unfit off loopback (a documented placeholder, too short), or None."""
+    if api_key.strip() in PLACEHOLDER_API_KEYS or api_key.strip().startswith("replace-with-"):
+        return "the placeholder API key of deploy/embedding.env.example (anyone can read it)"
+    if len(api_key) < MIN_API_KEY_LENGTH:
+        return (
+            f"an API key of {len(api_key)} characters (off loopback at least "
+            f"{MIN_API_KEY_LENGTH}, so that it cannot be guessed)"
+        )
+    return None
 
 
 def is_loopback(host: str) -> bool:

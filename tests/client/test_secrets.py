@@ -6,6 +6,7 @@ credentials still reach the server as the SDK sends them.
 
 from __future__ import annotations
 
+import base64
 import logging
 import sqlite3
 from pathlib import Path
@@ -142,8 +143,9 @@ def test_the_credentials_still_reach_the_server(make_client: MakeClient) -> None
         client = make_client(_config(_with_userinfo(server.base_url)))
         client.embed_documents(["a book"])
         [request] = [r for r in server.log if r.path.endswith("/embeddings")]
-    # httpx turns the URL's userinfo into HTTP Basic credentials.
-    assert "authorization" in request.headers
+    # httpx turns the URL's userinfo into HTTP Basic credentials (in place of the bearer key).
+    token = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert request.headers["authorization"] == f"Basic {token}"
 
 
 def test_the_cache_file_holds_no_credentials(make_client: MakeClient, tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def test_worker_args_are_what_the_launch_script_runs(k8s: dict[tuple[str, str], 
     c = container(worker)
     assert c["command"] == ["sglang", "serve"]
     expected = dry_run_flags(
-        ["--model", "0.6B", "--host", "0.0.0.0", "--enable-metrics", "--api-key", "x"]
+        ["--model", "0.6B", "--host", "0.0.0.0", "--enable-metrics", "--api-key", "x" * 16]
     )
     expected[expected.index("--config") + 1] = KEY_FILE
     assert c["args"] == expected

@@ -289,7 +289,11 @@ def test_exposed_host_without_key_warns() -> None:
 
 @pytest.mark.parametrize(
     ("args", "env"),
-    [([], {}), (["--host", "0.0.0.0"], {"BOOKREC_API_KEY": "k"}), (["--host", "::1"], {})],
+    [
+        ([], {}),
+        (["--host", "0.0.0.0"], {"BOOKREC_API_KEY": "k-0123456789abcdef"}),
+        (["--host", "::1"], {}),
+    ],
 )
 def test_no_warning_on_loopback_or_with_a_key(args: list[str], env: dict[str, str]) -> None:
     assert "without an API key" not in dry_run(*args, **env).stderr
@@ -317,7 +321,9 @@ def gateway_command(line: str) -> Command:
 
 
 def test_gpus_start_one_worker_per_gpu_behind_the_smg_gateway() -> None:
-    result = dry_run("--gpus", "0,1,3", "--model", "4B", "--host", "0.0.0.0", "--api-key", "k9")
+    result = dry_run(
+        "--gpus", "0,1,3", "--model", "4B", "--host", "0.0.0.0", "--api-key", "k9-0123456789abcdef"
+    )
     lines = result.stdout.splitlines()
     assert lines[0::2] == [
         "# worker on GPU 0",
@@ -351,7 +357,7 @@ def test_gpus_start_one_worker_per_gpu_behind_the_smg_gateway() -> None:
         "--prometheus-host": "0.0.0.0",
         "--prometheus-port": "29000",
     }
-    assert "k9" not in result.stdout + result.stderr
+    assert "k9-0123456789abcdef" not in result.stdout + result.stderr
 
 
 def test_gpus_worker_ports_and_policy_are_configurable() -> None:
@@ -395,7 +401,7 @@ def test_served_name_and_model_path_both_route_through_the_gateway() -> None:
 def test_workers_per_gpu_share_the_gpu_memory_behind_the_gateway(
     args: list[str], gpus: list[int], share: str
 ) -> None:
-    result = dry_run(*args, BOOKREC_API_KEY="wk")
+    result = dry_run(*args, BOOKREC_API_KEY="wk-0123456789abcdef")
     lines = result.stdout.splitlines()
     per_gpu = int(args[args.index("--workers-per-gpu") + 1])
     names = [f"# worker {j} on GPU {gpu}" for gpu in gpus for j in range(per_gpu)]
@@ -416,7 +422,7 @@ def test_workers_per_gpu_share_the_gpu_memory_behind_the_gateway(
     assert gateway.flags["--worker-urls"] == [f"http://127.0.0.1:{port}" for port in ports]
     assert gateway.flags["--port"] == "30000"
     assert f"--mem-fraction-static {share}" in result.stderr
-    assert "wk" not in result.stdout
+    assert "wk-0123456789abcdef" not in result.stdout
 
 
 def test_one_worker_on_one_gpu_needs_no_gateway() -> None:
@@ -447,7 +453,7 @@ def test_cpu_mode_runs_the_cpu_server_with_the_same_options() -> None:
         "--",
         "--threads",
         "2",
-        BOOKREC_API_KEY="cpu-secret",
+        BOOKREC_API_KEY="cpu-secret-0123456789",
     )
     lines = commands(result)
     assert len(lines) == 1
@@ -467,7 +473,7 @@ def test_cpu_mode_runs_the_cpu_server_with_the_same_options() -> None:
         "--matryoshka-dimensions": ",".join(map(str, DIMS_4B)),
         "--threads": "2",
     }
-    assert "cpu-secret" not in result.stdout + result.stderr
+    assert "cpu-secret-0123456789" not in result.stdout + result.stderr
 
 
 def test_cpu_mode_notes_gpu_only_options() -> None:
@@ -593,7 +599,7 @@ def test_reranker_options_become_its_flags() -> None:
         "--",
         "--dtype",
         "float16",
-        BOOKREC_API_KEY="rr-secret",
+        BOOKREC_API_KEY="rr-secret-0123456789",
     )
     cmds = named_commands(result)
     reranker, embedding = cmds["reranker"], cmds["sglang"]
@@ -614,7 +620,7 @@ def test_reranker_options_become_its_flags() -> None:
     assert embedding.flags["--config"] == config_placeholder()
     assert embedding.flags["--dtype"] == "float16"
     assert "sglang-reranker-config.yaml" in result.stderr
-    assert "rr-secret" not in result.stdout + result.stderr
+    assert "rr-secret-0123456789" not in result.stdout + result.stderr
 
 
 def test_reranker_on_a_gpu_of_its_own_keeps_sglangs_memory_default() -> None:
@@ -626,7 +632,16 @@ def test_reranker_on_a_gpu_of_its_own_keeps_sglangs_memory_default() -> None:
 
 
 def test_reranker_beside_the_gateway_shares_the_first_gpu() -> None:
-    result = dry_run("--gpus", "0,1", "--reranker", "0.6B", "--host", "0.0.0.0", "--api-key", "gk")
+    result = dry_run(
+        "--gpus",
+        "0,1",
+        "--reranker",
+        "0.6B",
+        "--host",
+        "0.0.0.0",
+        "--api-key",
+        "gk-0123456789abcdef",
+    )
     lines = result.stdout.splitlines()
     assert lines[0::2] == ["# worker on GPU 0", "# worker on GPU 1", "# reranker", "# gateway"]
     cmds = named_commands(result)
@@ -643,7 +658,7 @@ def test_reranker_beside_the_gateway_shares_the_first_gpu() -> None:
     assert "--mem-fraction-static" not in cmds["worker on GPU 1"].flags
     gateway = gateway_command(lines[-1])
     assert gateway.flags["--worker-urls"] == ["http://127.0.0.1:31000", "http://127.0.0.1:31001"]
-    assert "gk" not in result.stdout + result.stderr
+    assert "gk-0123456789abcdef" not in result.stdout + result.stderr
 
 
 def test_reranker_with_several_workers_on_its_gpu_splits_the_memory_evenly() -> None:
@@ -686,7 +701,7 @@ def test_cpu_mode_runs_the_cpu_servers_reranker_with_the_key_in_its_environment(
         "--",
         "--threads",
         "2",
-        BOOKREC_API_KEY="cpu-rr-secret",
+        BOOKREC_API_KEY="cpu-rr-secret-0123456789",
     )
     lines = result.stdout.splitlines()
     assert lines[0::2] == ["# cpu server", "# reranker"]
@@ -705,7 +720,7 @@ def test_cpu_mode_runs_the_cpu_servers_reranker_with_the_key_in_its_environment(
     # The words after `--` stay with the embedding server.
     assert "--threads" in lines[1]
     assert "--reranker-gpu apply to SGLang only" in result.stderr
-    assert "cpu-rr-secret" not in result.stdout + result.stderr
+    assert "cpu-rr-secret-0123456789" not in result.stdout + result.stderr
 
 
 def test_dry_run_notes_a_missing_chat_template(tmp_path: Path) -> None:
@@ -834,3 +849,53 @@ def test_sglang_reads_the_key_from_the_config_file(tmp_path: Path) -> None:
     server_args = prepare_server_args(words[2:])
     assert server_args.api_key == key
     assert server_args.is_embedding
+
+
+# --------------------------------------------------------------------------- weak keys off loopback
+
+DEPLOY_ENV_EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "embedding.env.example"
+
+
+def env_example_value(name: str) -> str:
+    for line in DEPLOY_ENV_EXAMPLE.read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1]
+    raise AssertionError(f"{name} is not in {DEPLOY_ENV_EXAMPLE}")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
+@pytest.mark.parametrize("cpu", [[], ["--cpu"]], ids=["sglang", "cpu"])
+def test_a_placeholder_or_short_key_is_refused_off_loopback(host: str, cpu: list[str]) -> None:
+    placeholder = env_example_value("BOOKREC_API_KEY")
+    for env, why in (({"BOOKREC_API_KEY": placeholder}, "placeholder"), ({}, "16")):
+        args = ["--dry-run", *cpu, "--host", host]
+        if not env:
+            args += ["--api-key", "fifteen-chars-k"]
+        result = run_launch(*args, env=clean_env(**env))
+        assert result.returncode == 2, result.stderr
+        assert f"refusing to listen on {host}" in result.stderr
+        assert why in result.stderr
+        assert "openssl rand -hex 24" in result.stderr
+        assert result.stdout == ""  # nothing planned
+        assert "fifteen-chars-k" not in result.stderr
+
+
+def test_the_env_example_cannot_go_live_as_is() -> None:
+    """The env example's host and key, as systemd passes them: refused, exit 2."""
+    host = env_example_value("BOOKREC_SERVE_HOST")
+    key = env_example_value("BOOKREC_API_KEY")
+    result = run_launch("--dry-run", "--host", host, env=clean_env(BOOKREC_API_KEY=key))
+    assert result.returncode == 2
+    assert "placeholder" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_takes_any_key(host: str) -> None:
+    for key in ("k", env_example_value("BOOKREC_API_KEY")):
+        result = dry_run("--host", host, BOOKREC_API_KEY=key)
+        assert "refusing" not in result.stderr
+
+
+def test_a_long_random_key_is_accepted_off_loopback() -> None:
+    result = dry_run("--host", "0.0.0.0", BOOKREC_API_KEY="0123456789abcdef")
+    assert "refusing" not in result.stderr
