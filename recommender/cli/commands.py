@@ -19,7 +19,7 @@ from .config import filters_from_args, open_client, rerank_settings
 from .errors import EXIT_OK, CliError
 from .parser import sample_catalog_path
 from .progress import ProgressBar
-from .render import book_label, recommendations_table
+from .render import book_label, printable, recommendations_table
 
 __all__ = ["COMMANDS", "Command"]
 
@@ -231,7 +231,7 @@ def _results_out(
         }
         _print_json(envelope, out)
     else:
-        print(title, file=out)
+        print(printable(title), file=out)
         print(recommendations_table(results), file=out)
     if degraded and not args.json:
         print(
@@ -341,7 +341,7 @@ def cmd_put(args: argparse.Namespace, out: TextIO) -> int:
     else:
         for verb, ids in (("Added", added), ("Replaced", replaced)):
             if ids:
-                print(f"{verb} {len(ids)}: {', '.join(ids)}", file=out)
+                print(f"{verb} {len(ids)}: {printable(', '.join(ids))}", file=out)
     return EXIT_OK
 
 
@@ -355,9 +355,10 @@ def cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
         _print_json({"deleted": known, "unknown": unknown}, out)
     else:
         if known:
-            print(f"Deleted {len(known)}: {', '.join(known)}", file=out)
+            print(f"Deleted {len(known)}: {printable(', '.join(known))}", file=out)
         if unknown:
-            print(f"Not in the index (ignored): {', '.join(unknown)}", file=sys.stderr)
+            shown = printable(", ".join(unknown))
+            print(f"Not in the index (ignored): {shown}", file=sys.stderr)
     return EXIT_OK
 
 

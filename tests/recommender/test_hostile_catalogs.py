@@ -284,6 +284,19 @@ def test_cli_escapes_catalog_text_and_refuses_contradictions(
         assert found["evil\nrow"]["title"] == "Clear\x1b[2J\x1b[31m Screen"
         assert found["evil\nrow"]["authors"] == ["Bad\x07 Bell"]
 
+        # put and delete name the ids they touched, escaped.
+        extra = tmp_path / "more.jsonl"
+        extra.write_text(json.dumps({"id": "new\x1b[31m", "title": "T", "summary": "s"}) + "\n")
+        code, out, err = _in_process(monkeypatch, capsys, url, "put", str(extra), *common)
+        assert code == 0, err
+        assert out == "Added 1: new\\x1b[31m\n"
+        code, out, err = _in_process(
+            monkeypatch, capsys, url, "delete", "new\x1b[31m", "gone\x07", *common
+        )
+        assert code == 0, err
+        assert out == "Deleted 1: new\\x1b[31m\n"
+        assert "Not in the index (ignored): gone\\x07" in err and "\x07" not in err
+
         # The same book liked and disliked: a clear error, exit 2.
         code, out, err = _in_process(
             monkeypatch, capsys, url, "recommend", "--liked", "calm", "--disliked", "calm", *common
