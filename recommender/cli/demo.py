@@ -23,7 +23,7 @@ from .cpu_process import CPU_MODEL_ID, CpuServer, find_local_model, sigterm_as_e
 from .errors import EXIT_UNAVAILABLE, CliError
 from .parser import sample_catalog_path
 from .progress import ProgressBar
-from .render import book_label, display_width, recommendations_table
+from .render import book_label, display_width, printable, recommendations_table
 
 __all__ = ["run"]
 
@@ -359,7 +359,7 @@ def _tour(
         results = rec.similar(book.id, k=5)
         similar_times.append(time.perf_counter() - t0)
         print(file=out)
-        print(f"More like {book_label(book)} [{book.id}]", file=out)
+        print(f"More like {book_label(book)} [{printable(book.id)}]", file=out)
         print(recommendations_table(results), file=out)
 
     # A reader -------------------------------------------------------------------------------
