@@ -23,7 +23,8 @@ __all__ = [
 # 2     bad command line or bad input (missing or malformed catalog, unknown book id, ...)
 # 3     the embedding service is unavailable (not running, unreachable, timing out)
 # 4     the embedding service or the index cannot be used (request rejected, bad response,
-#       another model or dimension than the index, unusable cache)
+#       another model or dimension than the index, unusable cache, a corrupt index: a file
+#       missing, truncated or changed, a vector not finite or not of unit norm)
 # 130   interrupted
 # ====  =======================================================================================
 EXIT_OK = 0
@@ -80,7 +81,11 @@ def classify_error(exc: BaseException) -> tuple[int, str]:
         if isinstance(cause, client.EmbeddingError):
             return classify_error(cause)[0], text
         return EXIT_SERVICE, text
-    if isinstance(exc, recommender.IndexMismatchError | recommender.CorruptIndexError):
+    if isinstance(exc, recommender.CorruptIndexError):
+        if "--rebuild" not in text:
+            text += " (rebuild the index with bookrec index --rebuild)"
+        return EXIT_SERVICE, f"corrupt index: {text}"
+    if isinstance(exc, recommender.IndexMismatchError):
         return EXIT_SERVICE, text
     if isinstance(exc, recommender.RecommenderError):
         return EXIT_USAGE, text

@@ -299,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         "it drops the index first: run one indexer with it, then add others without)",
     )
     p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the index instead of building it: the size and checksum of every file, "
+        "every vector finite with unit norm, unique ids (reads the whole index; exit 4 and the "
+        "damaged file if it is corrupt). Opening only checks file sizes; every incremental "
+        "build runs this check first",
+    )
+    p.add_argument(
         "--dtype",
         choices=("float32", "float16"),
         default="float32",

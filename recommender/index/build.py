@@ -315,10 +315,15 @@ class _Build:
 
 
 def _open_existing(directory: Path) -> VectorIndex | None:
+    """The index in ``directory``, fully verified (checksums, rows) since a build reuses its
+    rows; ``None`` if there is none. A damaged one is :class:`CorruptIndexError` (the build
+    is refused: ``--rebuild`` starts over without reading it)."""
     try:
-        return VectorIndex.open(directory)
+        index = VectorIndex.open(directory)
     except IndexNotFoundError:
         return None
+    index.verify()
+    return index
 
 
 def _unit_rows(raw: Any, count: int, dims: int | None) -> NDArray[np.float32]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -15,6 +16,26 @@ from ..errors import RecommenderError
 
 #: Prefix of files and directories being written; a build removes the ones a crash left.
 TMP_PREFIX = ".tmp-"
+
+
+#: The checksum the manifest records of each file of a generation.
+CHECKSUM = "blake2b"
+#: Bytes read at a time when a file is checksummed (files may be several GB).
+_READ_BLOCK = 1 << 20
+
+
+def checksum(path: Path) -> str:
+    """The hex BLAKE2b digest of a file, read block by block."""
+    digest = hashlib.blake2b(digest_size=32)
+    with path.open("rb") as fh:
+        while block := fh.read(_READ_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """What the manifest records of a published file: its size in bytes, its checksum."""
+    return {"size": path.stat().st_size, CHECKSUM: checksum(path)}
 
 
 def fsync(path: Path) -> None:

@@ -44,6 +44,10 @@ class IndexManifest:
     #: updates, and the copy the generation holds (its kind, oversample and measured recall).
     scan_request: str = "auto"
     scan: dict[str, Any] | None = None
+    #: Each published file of the generation (``vectors.npy``, ``ids.json``, ...) with its
+    #: ``size`` in bytes and ``blake2b`` checksum; empty for indexes written before checksums
+    #: were recorded (they still open, with fewer checks).
+    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def dimensions(self) -> int:
@@ -71,6 +75,7 @@ class IndexManifest:
             "instruction": self.instruction,
             "generation": self.generation,
             "files": self.files(),
+            "checksums": {name: dict(rec) for name, rec in self.checksums.items()},
             "scan_request": self.scan_request,
             "scan": dict(self.scan) if self.scan is not None else None,
             "created_at": self.created_at,
@@ -123,6 +128,7 @@ class IndexManifest:
                 last_build={k: int(v) for k, v in dict(data.get("last_build") or {}).items()},
                 scan_request=str(data.get("scan_request") or "auto"),
                 scan=_scan_info(data.get("scan")),
+                checksums=_checksums(data.get("checksums")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptIndexError(f"{where}: invalid manifest ({exc})") from exc
@@ -134,6 +140,27 @@ def _scan_info(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
         raise ValueError(f"bad scan copy {value!r}")
     return dict(value)
+
+
+def _checksums(value: Any) -> dict[str, dict[str, Any]]:
+    """The manifest's ``checksums`` (absent in indexes written before they were recorded)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"bad checksums {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, rec in value.items():
+        if (
+            not isinstance(name, str)
+            or "/" in name
+            or name.startswith(".")
+            or not isinstance(rec, dict)
+            or not isinstance(rec.get("size"), int)
+            or not isinstance(rec.get("blake2b"), str)
+        ):
+            raise ValueError(f"bad checksum entry {name!r}: {rec!r}")
+        out[name] = {"size": int(rec["size"]), "blake2b": str(rec["blake2b"])}
+    return out
 
 
 def read_manifest(directory: Path) -> IndexManifest:

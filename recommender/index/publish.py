@@ -95,9 +95,10 @@ def publish(
           .lock                  held while a build runs
 
     The generation is written into a temporary directory, fsynced, renamed into place, then
-    ``manifest.json`` is replaced (write, fsync, ``os.replace``). A process killed at any point
-    leaves either the old manifest pointing at the old, intact generation, or the new one;
-    stray temporary directories are removed by the next publish.
+    ``manifest.json`` is replaced (write, fsync, ``os.replace``). The manifest records the size
+    and BLAKE2b checksum of every file of the generation (:mod:`.integrity` checks them). A
+    process killed at any point leaves either the old manifest pointing at the old, intact
+    generation, or the new one; stray temporary directories are removed by the next publish.
     """
     tmp = directory / f"{files.TMP_PREFIX}{manifest.generation}"
     tmp.mkdir()
@@ -119,6 +120,9 @@ def publish(
         files.write_json(tmp / "hashes.json", list(hashes))
         for name, payload in (extra or {}).items():
             files.write_json(tmp / name, payload)
+        # Sizes and checksums of every file, read back once written (block by block).
+        records = {p.name: files.file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = replace(manifest, checksums=records)
         files.fsync(tmp)
         tmp.rename(directory / manifest.generation)
     except BaseException:

@@ -369,8 +369,11 @@ def _load(path: Path) -> NDArray[Any]:
         raise CorruptIndexError(
             f"{path} is missing; rebuild the index with bookrec index --rebuild"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        what = str(exc) or type(exc).__name__
+        raise CorruptIndexError(
+            f"{path} cannot be read: {what}; rebuild the index with bookrec index --rebuild"
+        ) from exc
     return array
 
 

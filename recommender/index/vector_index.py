@@ -18,6 +18,13 @@ from ..ranking import Matrix
 from ..text import content_hash
 from .compat import check_compatible
 from .files import build_lock
+from .integrity import (
+    IntegrityReport,
+    check_rows,
+    check_sizes,
+    recover_hint,
+    verify_generation,
+)
 from .manifest import IndexManifest, read_manifest
 from .publish import BLOCK_ROWS, next_manifest, publish
 from .scan import ScanCopy, ScanPlan, calibrate, resolve_scan
@@ -98,7 +105,9 @@ class VectorIndex:
         """Open the live generation of an index directory (memory-mapped unless ``mmap=False``).
 
         With ``embedder``, also check that it serves the index's model and dimensions
-        (:class:`IndexMismatchError` otherwise).
+        (:class:`IndexMismatchError` otherwise). Opening checks that every file the manifest
+        lists exists with its recorded size (``stat`` only, nothing is read in full); the
+        checksums and the rows are checked by :meth:`verify`.
         """
         directory = Path(path)
         for attempt in range(3):
@@ -111,7 +120,8 @@ class VectorIndex:
                 if attempt < 2 and read_manifest(directory).generation != manifest.generation:
                     continue
                 raise CorruptIndexError(
-                    f"the index at {directory} is incomplete: {exc.filename} is missing"
+                    f"the index at {directory} is incomplete: {exc.filename} is missing; "
+                    f"{recover_hint(directory)}"
                 ) from exc
         if embedder is not None:
             check_compatible(index.identity, embedder, where=directory)
@@ -122,26 +132,33 @@ class VectorIndex:
         cls, directory: Path, manifest: IndexManifest, *, mmap: bool
     ) -> VectorIndex:
         gen = directory / manifest.generation
+        hint = recover_hint(directory)
         try:
             vectors = np.load(gen / "vectors.npy", mmap_mode="r" if mmap else None)
         except FileNotFoundError:
             raise
-        except (OSError, ValueError) as exc:
-            raise CorruptIndexError(f"{gen / 'vectors.npy'} cannot be read: {exc}") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            what = str(exc) or type(exc).__name__
+            raise CorruptIndexError(
+                f"{gen / 'vectors.npy'} cannot be read: {what}; {hint}"
+            ) from exc
         expected = (manifest.count, manifest.dimensions)
         if vectors.shape != expected or str(vectors.dtype) != manifest.dtype:
             raise CorruptIndexError(
                 f"{gen / 'vectors.npy'} holds {vectors.dtype} {vectors.shape}, the manifest "
-                f"says {manifest.dtype} {expected}"
+                f"says {manifest.dtype} {expected}; {hint}"
             )
         ids = _read_json_list(gen / "ids.json")
         if len(ids) != manifest.count:
             raise CorruptIndexError(
-                f"{gen / 'ids.json'} has {len(ids)} ids, the manifest says {manifest.count}"
+                f"{gen / 'ids.json'} has {len(ids)} ids, the manifest says {manifest.count}; {hint}"
             )
         scan = None
         if manifest.scan is not None:
             scan = ScanCopy.open(gen, manifest.scan, manifest.count, manifest.dimensions)
+        # After the shape checks (which say more about a file replaced by another array):
+        # every file, hashes.json and live.json included, exists with its recorded size.
+        check_sizes(directory, manifest)
         try:
             index = cls(
                 ids, vectors, manifest.identity, manifest=manifest, path=directory, scan=scan
@@ -192,11 +209,29 @@ class VectorIndex:
         """Content hash of each row's book text (read on first use)."""
         if self._hashes is None and self._manifest is not None and self._path is not None:
             gen = self._path / self._manifest.generation
-            hashes = _read_json_list(gen / "hashes.json")
+            try:
+                hashes = _read_json_list(gen / "hashes.json")
+            except FileNotFoundError as exc:
+                raise CorruptIndexError(
+                    f"{gen / 'hashes.json'} is missing; {recover_hint(self._path)}"
+                ) from exc
             if len(hashes) != len(self._ids):
-                raise CorruptIndexError(f"{gen / 'hashes.json'} does not match ids.json")
+                raise CorruptIndexError(
+                    f"{gen / 'hashes.json'} has {len(hashes)} hashes for {len(self._ids)} ids; "
+                    f"{recover_hint(self._path)}"
+                )
             self._hashes = tuple(hashes)
         return self._hashes
+
+    def verify(self) -> IntegrityReport:
+        """The full check of an index opened from disk: the size and checksum of every file
+        the manifest recorded, every row finite with unit norm, unique ids, one hash per id
+        (reads every file once, block by block). :class:`CorruptIndexError` naming the first
+        damaged file; an in-memory index checks its rows only."""
+        if self._manifest is None or self._path is None:
+            check_rows("the index", self._vectors, self._ids, "build it again")
+            return IntegrityReport(Path(), len(self._ids), (), 0, checksummed=False)
+        return verify_generation(self._path, self._manifest, self._vectors, self._ids, self.hashes)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -303,7 +338,11 @@ def _read_json_list(path: Path) -> list[str]:
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptIndexError(f"{path} cannot be read: {exc}") from exc
+        raise CorruptIndexError(
+            f"{path} cannot be read: {exc}; {recover_hint(path.parent.parent)}"
+        ) from exc
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise CorruptIndexError(f"{path} is not a list of strings")
+        raise CorruptIndexError(
+            f"{path} is not a list of strings; {recover_hint(path.parent.parent)}"
+        )
     return data
