@@ -98,3 +98,28 @@ def test_missing_interpreter(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("bookrec needs Python >= 3.11;"), proc.stderr
     assert "does not run" in proc.stderr
+
+
+def test_demo_sh_tells_the_demo_where_the_user_stands(tmp_path: Path) -> None:
+    """The demo runs in the repository root; its "Try it yourself" paths are shown relative to
+    the directory the user ran scripts/demo.sh from (BOOKREC_INVOKED_FROM)."""
+    venv = tmp_path / "venv"
+    log = tmp_path / "calls.log"
+    python = _fake_python(venv / "bin" / "python", "3.12", log)
+    python.write_text(python.read_text().replace("exit 7\n", "exit 0\n"))  # pip "installs"
+    bookrec = venv / "bin" / "bookrec"
+    bookrec.write_text('#!/usr/bin/env bash\necho "from=$BOOKREC_INVOKED_FROM cwd=$PWD $*"\n')
+    bookrec.chmod(0o755)
+    user = tmp_path / "somewhere"
+    user.mkdir()
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/demo.sh"), "--mode", "lexical"],
+        cwd=user,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"from={user} cwd={REPO} demo --mode lexical"
