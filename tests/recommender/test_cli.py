@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -507,3 +508,36 @@ def test_lexical_index_search_never_asks_a_service(
     code, out, err = call("search", "Pride", "-i", index, "-k", "2", base_url=url)
     assert code == 0, err
     assert "degraded" not in err and out.startswith("Books matching “Pride”")
+
+
+def _readme_cli_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("### The CLI")
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def test_readme_cli_examples_match_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Issue 11: the README's CLI examples named a catalog that does not exist (books.jsonl) and
+    quoted output the CLI never prints ("120 embedded, 0 reused"). The catalogs it names exist,
+    and its `bookrec index` output is what the command prints (model and seconds aside)."""
+    section = _readme_cli_section()
+    catalogs = re.findall(r"--catalog (\S+)", section)
+    assert catalogs and all((REPO / c).is_file() for c in catalogs), catalogs
+    quoted = re.search(r"```text\n(Indexed [^`]*)```", section)
+    assert quoted, section
+    command = re.search(r"^bookrec (index [^#\n]*?)\s*$", section, re.M)
+    assert command, section
+    (tmp_path / "recommender").symlink_to(REPO / "recommender")
+    with FakeSGLang(dim=64) as fake:
+        call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+        code, out, err = call(*command.group(1).split(), "--no-progress", base_url=fake.base_url)
+        assert code == 0, err
+        code, again, err = call(*command.group(1).split(), base_url=fake.base_url)
+        assert code == 0, err
+    printed = re.sub(r"\(64-d\)", "(1024-d)", out)
+    printed = re.sub(r"^  \d+\.\d s$", "  <seconds> s", printed, flags=re.M)
+    assert printed == quoted.group(1)
+    for needle in ("embedded 0, reused 151, removed 0", "s (nothing changed)"):
+        assert needle in again and needle in section
