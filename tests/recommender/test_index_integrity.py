@@ -261,3 +261,13 @@ def test_opening_reads_no_checksum(built: Path, monkeypatch: pytest.MonkeyPatch)
     assert len(index) == BOOKS
     with pytest.raises(AssertionError, match="in full"):
         index.verify()
+
+
+def test_every_corrupt_index_error_exits_4_with_how_to_recover() -> None:
+    from bookrec.recommender.cli.errors import EXIT_SERVICE, classify_error
+
+    code, text = classify_error(CorruptIndexError("idx/manifest.json is not a bookrec manifest"))
+    assert code == EXIT_SERVICE == 4
+    assert text.startswith("corrupt index: idx/manifest.json") and "--rebuild" in text
+    _, text = classify_error(CorruptIndexError("x; rebuild it with bookrec index --rebuild"))
+    assert text.count("--rebuild") == 1
