@@ -125,8 +125,9 @@ class SplitSize:
     """The most texts an endpoint is sent per request since it timed out on a larger batch.
 
     ``limit`` is ``None`` (the planned batches go as they are) until a read timeout halves it;
-    after :data:`SPLIT_GROW_AFTER` consecutive successes of at least half the limit it
-    doubles, and once it reaches the configured batch size it is lifted again.
+    after :data:`SPLIT_GROW_AFTER` consecutive successes of more than half the limit (sizes
+    the limit before it did not allow) it doubles, and once it reaches the configured batch
+    size it is lifted again.
     """
 
     def __init__(self) -> None:
@@ -151,8 +152,8 @@ class SplitSize:
         """A request of ``sent`` texts was answered; whether the limit grew (up to
         ``batch_size``, where it is lifted)."""
         with self._lock:
-            if self._limit is None or 2 * sent < self._limit:
-                return False
+            if self._limit is None or 2 * sent <= self._limit:
+                return False  # a size the halved limit allowed too: no evidence for this one
             self._successes += 1
             if self._successes < SPLIT_GROW_AFTER:
                 return False

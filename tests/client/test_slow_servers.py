@@ -62,6 +62,25 @@ def test_a_batch_that_times_out_is_halved_and_the_size_is_remembered(
         assert sizes(server) == [8] * 8  # the endpoint remembers: no timeout this time
 
 
+def test_batches_in_parallel_are_halved_and_stay_in_order(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_flow, "SPLIT_GROW_AFTER", 1000)  # no growth here: see the next test
+    with FakeSGLang(dim=16, per_item_delay=PER_TEXT) as server:
+        config = config_for(server, timeout=TIMEOUT, batch_size=64, max_concurrency=3)
+        client = make_client(config)
+        texts = books(144)  # batches of 64, 64 and 16, sent at the same time
+
+        assert_vectors(client.embed_documents(texts), texts, 16)
+        assert sorted(sizes(server))[-2:] == [64, 64]
+        assert max(sizes(server)[3:]) <= 32  # after the first timeouts, never the full size
+
+        server.reset()
+        more = books(144, start=144)
+        assert_vectors(client.embed_documents(more), more, 16)
+        assert sizes(server) == [8] * 18  # every batch starts at the remembered size
+
+
 def test_the_split_size_grows_back_after_successes(
     make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,10 +99,10 @@ def test_the_split_size_grows_back_after_successes(
             calls.append(sizes(server))
 
         assert calls == [
-            [8, 8, 16, 16, 16],  # 9 successes at 8 (4 needed): 16; 4 at 16: 32
+            [8, 8, 16, 16, 16],  # the 9th success at 8 (4 needed): 16
+            [16, 16, 32],  # the 4th success at 16 (more than 8 texts): 32
             [32, 32],
-            [32, 32],  # the 4th success at 32: 64, the batch size, so no limit
-            [64],
+            [32, 32],  # the 4th at 32: 64, the batch size, so no limit any more
             [64],
         ]
 
@@ -146,7 +165,7 @@ def test_split_size_halves_to_one_and_grows_to_the_batch_size(
     assert [split.shrink(n) for n in (32, 16, 8, 4, 2, 1)] == [16, 8, 4, 2, 1, 1]
     assert not split.record_success(1, 64)
     assert split.record_success(1, 64) and split.limit == 2
-    assert not split.record_success(0, 64)  # far below the limit: no evidence
+    assert not split.record_success(1, 64)  # a size the limit of 1 allowed: no evidence
     split.record_success(2, 64)
     split.record_success(2, 64)
     assert split.limit == 4
