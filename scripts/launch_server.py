@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import ipaddress
 import json
@@ -39,8 +40,9 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 #: The CPU server, installed with bookrec (its `cpu` extra brings torch and transformers).
@@ -134,7 +136,38 @@ INSTALL_SGLANG_HINT = (
 INSTALL_SMG_HINT = (
     "install SGLang's model gateway with `pip install smg` (or use the lightseekorg/smg image)"
 )
-INSTALL_CPU_HINT = "install the CPU extra: pip install 'bookrec[cpu]'"
+#: The checkout this script lives in (a clone has bookrec's pyproject.toml there).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: With --cpu, the child servers get these when their model needs no download (a local
+#: directory), or when the Hub cannot be reached: the error is then at once, not after the
+#: Hub client's retries (49 s seen), and a cached model loads without asking the Hub.
+HUB_OFFLINE_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"))
+HUB_PROBE_TIMEOUT = 3.0
+
+
+def install_cpu_hint() -> str:
+    """How to get the CPU extra for this launcher: from the clone it lives in, if it is one."""
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        return "install the CPU extra: pip install 'bookrec[cpu]'"
+    target = shlex.quote(f"{REPO_ROOT}[cpu]")
+    if sys.prefix != sys.base_prefix:  # a virtual environment: install into it
+        return (
+            "install the CPU extra from this clone: "
+            f"{shlex.quote(sys.executable)} -m pip install -e {target}"
+        )
+    venv = shlex.quote(str(REPO_ROOT / ".venv"))
+    start = f"BOOKREC_PYTHON={venv}/bin/python {shlex.quote(str(REPO_ROOT / 'scripts'))}"
+    if (REPO_ROOT / ".venv" / "bin" / "python").exists():
+        return (
+            f"start with the clone's virtual environment, {start}/launch_server.sh --cpu "
+            f"(if it lacks the CPU extra: {venv}/bin/python -m pip install -e {target})"
+        )
+    return (
+        f"install the CPU extra from this clone into a virtual environment: python3 -m venv "
+        f"{venv} && {venv}/bin/python -m pip install -e {target}, then start with "
+        f"BOOKREC_PYTHON={venv}/bin/python {shlex.quote(str(REPO_ROOT / 'scripts'))}"
+        "/launch_server.sh --cpu"
+    )
 
 
 class LaunchError(Exception):
@@ -793,6 +826,42 @@ class Process:
         return MASKED if self.secret and text == self.secret else text
 
 
+def hub_offline_env(model: str, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """HUB_OFFLINE_ENV for a CPU server of `model` when it needs no Hub: a local directory, or
+    a Hub that cannot be reached. Nothing when the user set either variable (their choice)."""
+    if any(name in environ for name, _ in HUB_OFFLINE_ENV):
+        return ()
+    if Path(model).expanduser().is_dir():
+        return HUB_OFFLINE_ENV
+    endpoint = environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    problem = _unreachable(endpoint)
+    if problem is None:
+        return ()
+    say(
+        f"the Hugging Face Hub ({endpoint}) cannot be reached ({problem}): the CPU server "
+        f"runs with HF_HUB_OFFLINE=1, so {model} loads from the Hugging Face cache or fails "
+        "at once"
+    )
+    return HUB_OFFLINE_ENV
+
+
+@functools.lru_cache(maxsize=8)
+def _unreachable(url: str) -> str | None:
+    """Why a TCP connection to `url`'s host cannot be made (within a few seconds), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        return str(exc)
+    if not host:
+        return f"no host in {url!r}"
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
 def sglang_command() -> tuple[list[str], bool]:
     """How to run SGLang here, and whether it is installed at all."""
     exe = shutil.which("sglang")
@@ -894,7 +963,8 @@ def reranker_process(opts: Options, secrets_dir: Path, mem_fraction: str | None)
         if args.reranker_revision:
             words += ["--revision", args.reranker_revision]
         # The key travels in the environment, as for the CPU embedding server.
-        env = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        key = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        env = (*key, *hub_offline_env(opts.reranker, os.environ))
         return Process(RERANKER_NAME, tuple(words), env, url, secret=opts.api_key)
     argv = [
         "--model-path",
@@ -983,7 +1053,8 @@ def plan(opts: Options, secrets_dir: Path) -> list[Process]:
             argv.append("--no-matryoshka")
         argv += opts.passthrough
         # The key travels in the environment, not on the command line (where `ps` shows it).
-        env = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        key = (("BOOKREC_API_KEY", opts.api_key),) if opts.api_key else ()
+        env = (*key, *hub_offline_env(opts.model, os.environ))
         rerank = [reranker_process(opts, secrets_dir, None)] if opts.reranker else []
         return [Process("cpu server", tuple(argv), env, url, secret=opts.api_key), *rerank]
 
@@ -1075,11 +1146,11 @@ def preflight(opts: Options) -> list[str]:
     problems: list[str] = []
     if args.cpu:
         if not _importable(CPU_SERVER_MODULE):
-            problems.append(f"bookrec is not installed for {sys.executable}: {INSTALL_CPU_HINT}")
+            problems.append(f"bookrec is not installed for {sys.executable}: {install_cpu_hint()}")
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         if missing:
             problems.append(
-                f"{' and '.join(missing)} not installed for {sys.executable}: {INSTALL_CPU_HINT}"
+                f"{' and '.join(missing)} not installed for {sys.executable}: {install_cpu_hint()}"
             )
     else:
         _, installed = sglang_command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -899,3 +900,95 @@ def test_loopback_takes_any_key(host: str) -> None:
 def test_a_long_random_key_is_accepted_off_loopback() -> None:
     result = dry_run("--host", "0.0.0.0", BOOKREC_API_KEY="0123456789abcdef")
     assert "refusing" not in result.stderr
+
+
+# --------------------------------------------------------------------------- --cpu first run
+
+REPO_ROOT = LAUNCH_PY.resolve().parents[1]
+
+
+def test_cpu_without_the_extra_names_an_install_that_works_in_a_clone() -> None:
+    """-S hides site-packages: no torch, no bookrec. The hint installs this clone, not PyPI."""
+    import tomllib
+
+    result = subprocess.run(
+        [sys.executable, "-S", str(LAUNCH_PY), "--cpu", "--port", "30999"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'bookrec[cpu]'" not in result.stderr
+    assert f"-m pip install -e {shlex.quote(f'{REPO_ROOT}[cpu]')}" in result.stderr
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert "torch" in " ".join(extras["optional-dependencies"]["cpu"])
+
+
+def _hub_env(result: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
+    """The HF_* / TRANSFORMERS_* variables of every printed command."""
+    found = []
+    for line in commands(result):
+        env = parse_command(line, 3).env
+        found.append({k: v for k, v in env.items() if k.startswith(("HF_", "TRANSFORMERS_"))})
+    return found
+
+
+def _online_env(**extra: str) -> dict[str, str]:
+    """clean_env() without its HF_HUB_OFFLINE=1, plus `extra`."""
+    env = clean_env()
+    env.pop("HF_HUB_OFFLINE")
+    return {**env, **extra}
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_cpu_servers_of_local_models_run_offline(tmp_path: Path) -> None:
+    """A local directory needs no Hub: its errors come at once, not after the Hub's retries."""
+    (tmp_path / "emb").mkdir()
+    (tmp_path / "rr").mkdir()
+    args = [
+        "--dry-run",
+        "--cpu",
+        "--model",
+        str(tmp_path / "emb"),
+        "--reranker",
+        str(tmp_path / "rr"),
+    ]
+    # An endpoint that answers: only the local directories make the servers offline.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        hub = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        result = run_launch(*args, env=_online_env(HF_ENDPOINT=hub))
+    assert result.returncode == 0, result.stderr
+    assert _hub_env(result) == [OFFLINE, OFFLINE]
+    assert "cannot be reached" not in result.stderr
+
+
+def test_cpu_server_runs_offline_when_the_hub_cannot_be_reached() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    result = run_launch(
+        "--dry-run", "--cpu", env=_online_env(HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    )
+    assert result.returncode == 0, result.stderr
+    assert _hub_env(result) == [OFFLINE]
+    assert "cannot be reached" in result.stderr
+    assert "HF_HUB_OFFLINE=1" in result.stderr
+
+
+def test_cpu_server_may_download_when_the_hub_answers() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        hub = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        result = run_launch("--dry-run", "--cpu", env=_online_env(HF_ENDPOINT=hub))
+    assert result.returncode == 0, result.stderr
+    assert _hub_env(result) == [{}]
+
+
+@pytest.mark.parametrize("name", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_the_users_offline_setting_stands(tmp_path: Path, name: str) -> None:
+    result = run_launch(
+        "--dry-run", "--cpu", "--model", str(tmp_path), env=_online_env(**{name: "0"})
+    )
+    assert result.returncode == 0, result.stderr
+    assert _hub_env(result) == [{}]  # inherited as set, nothing added
