@@ -153,7 +153,7 @@ class EmbeddingClient:
         self.close()
 
     def __repr__(self) -> str:
-        urls = [ep.base_url for ep in self._config.endpoints]
+        urls = [ep.display_url for ep in self._config.endpoints]
         return f"{type(self).__name__}(endpoints={urls!r}, model={self._config.model!r})"
 
     # -- driver ---------------------------------------------------------------------------

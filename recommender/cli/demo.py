@@ -106,7 +106,7 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
     if mode == "lexical":
         return _lexical_backend(catalog, "")
     config = client_config(args)
-    url = config.endpoints[0].base_url
+    url = config.endpoints[0].display_url  # shown to the user: the password masked
     if mode in ("auto", "service"):
         ready = [
             e.base_url for e in config.endpoints if client.check_ready(e.base_url, timeout=2.0)
@@ -119,7 +119,7 @@ def choose_backend(args: argparse.Namespace, catalog: recommender.Catalog, log: 
             return Backend(
                 "service",
                 emb,
-                endpoint=", ".join(ready),
+                endpoint=", ".join(e.display_url for e in config.endpoints),
                 _client=emb,
             )
         if mode == "service":

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         books = len(rec.catalog)
     dsn = store_dsn(args)
     where = shown(dsn) if dsn else str(args.index)
-    urls = [e.base_url for e in client_config(settings).endpoints] if settings.embedding else []
+    urls = [e.display_url for e in client_config(settings).endpoints] if settings.embedding else []
     embedding = ", ".join(urls) if urls else _NO_EMBEDDING
 
     if not keys and not _is_loopback(args.host):

@@ -299,7 +299,7 @@ class ServiceState:
         for endpoint in self.config.endpoints:
             if check_ready(endpoint.base_url, timeout=2.0):
                 return "ok"
-        urls = ", ".join(e.base_url for e in self.config.endpoints)
+        urls = ", ".join(e.display_url for e in self.config.endpoints)
         return f"unavailable: {urls} not ready"
 
 

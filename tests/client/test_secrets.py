@@ -193,3 +193,14 @@ def test_health_helpers_never_show_the_password(caplog: pytest.LogCaptureFixture
     assert any("alice:***@127.0.0.1" in text for text in shown)
     for text in shown:
         assert PASSWORD not in text
+
+
+def test_client_reprs_mask_the_password() -> None:
+    from bookrec.client import AsyncEmbeddingClient, ClientConfig, EmbeddingClient
+
+    config = ClientConfig.from_env(
+        environ={"BOOKREC_BASE_URL": "http://alice:hunter2pw@127.0.0.1:9/v1"}
+    )
+    with EmbeddingClient(config) as sync_client:
+        assert "hunter2pw" not in repr(sync_client) and "alice:***@" in repr(sync_client)
+    assert "hunter2pw" not in repr(AsyncEmbeddingClient(config))
