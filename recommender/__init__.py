@@ -21,6 +21,7 @@ from .catalog import Catalog
 from .catalog_files import load_catalog
 from .errors import (
     CatalogError,
+    ContradictoryProfileError,
     CorruptIndexError,
     EmptyProfileError,
     IndexBuildError,
@@ -54,6 +55,7 @@ __all__ = [
     "Book",
     "Catalog",
     "CatalogError",
+    "ContradictoryProfileError",
     "CorruptIndexError",
     "EmptyProfileError",
     "Filters",

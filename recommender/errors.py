@@ -6,6 +6,7 @@
     ├── CatalogError (+ValueError)      bad catalog file: the message starts with "path:line:"
     ├── UnknownBookError (+KeyError)    an id that is not in the catalog (or has no vector)
     ├── EmptyProfileError (+ValueError) nothing to recommend from (no positive signal)
+    ├── ContradictoryProfileError (+ValueError) a book both liked and disliked
     ├── IndexMismatchError              index and embedder disagree on model or dimensions
     ├── IndexNotFoundError (+FileNotFoundError)
     ├── CorruptIndexError               index files are missing, truncated or inconsistent
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "CatalogError",
+    "ContradictoryProfileError",
     "CorruptIndexError",
     "EmptyProfileError",
     "IndexBuildError",
@@ -69,6 +71,23 @@ class UnknownBookError(RecommenderError, KeyError):
 
 class EmptyProfileError(RecommenderError, ValueError):
     """A recommendation request carries no positive signal (nothing read, liked or wanted)."""
+
+
+class ContradictoryProfileError(RecommenderError, ValueError):
+    """A reader both likes and dislikes a book: the profile contradicts itself.
+
+    A ``ValueError`` (and a :class:`RecommenderError`): the CLI exits with status 2, the HTTP
+    service answers 422, as for any invalid request.
+    """
+
+    def __init__(self, book_ids: Sequence[str]) -> None:
+        self.book_ids = tuple(book_ids)
+        shown = ", ".join(repr(i) for i in self.book_ids[:10])
+        more = f" and {len(self.book_ids) - 10} more" if len(self.book_ids) > 10 else ""
+        noun = "a book" if len(self.book_ids) == 1 else "books"
+        super().__init__(
+            f"{noun} both liked and disliked: {shown}{more}; give each book in one of them only"
+        )
 
 
 class IndexMismatchError(RecommenderError):

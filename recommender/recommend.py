@@ -40,7 +40,12 @@ from .book import Book, normalize_name
 from .candidates import RowSpace, top_candidates
 from .catalog import Catalog
 from .diversity import select_diverse
-from .errors import EmptyProfileError, IndexMismatchError, RecommenderError, UnknownBookError
+from .errors import (
+    ContradictoryProfileError,
+    EmptyProfileError,
+    IndexMismatchError,
+    UnknownBookError,
+)
 from .filters import Filters
 from .hybrid import HybridScoring
 from .index import VectorIndex, check_compatible
@@ -52,30 +57,13 @@ from .rerank import RerankSettings, reader_query, rerank_scores
 from .store import VectorStore, store_location
 from .text import book_text
 
-__all__ = ["ContradictoryProfileError", "Recommendation", "Recommender"]
+__all__ = ["Recommendation", "Recommender"]
 
 logger = logging.getLogger(__name__)
 
 _REASON_TEXT_CHARS = 60
 #: ``reasons(ids, vectors)``: one reason per chosen book.
 Reasons = Callable[[list[str], NDArray[np.float32]], list[str]]
-
-
-class ContradictoryProfileError(RecommenderError, ValueError):
-    """A reader both likes and dislikes a book: the profile contradicts itself.
-
-    A ``ValueError`` (and a :class:`RecommenderError`): the CLI exits with status 2, the HTTP
-    service answers 422, as for any invalid request.
-    """
-
-    def __init__(self, book_ids: Sequence[str]) -> None:
-        self.book_ids = tuple(book_ids)
-        shown = ", ".join(repr(i) for i in self.book_ids[:10])
-        more = f" and {len(self.book_ids) - 10} more" if len(self.book_ids) > 10 else ""
-        noun = "a book" if len(self.book_ids) == 1 else "books"
-        super().__init__(
-            f"{noun} both liked and disliked: {shown}{more}; give each book in one of them only"
-        )
 
 
 @dataclass(frozen=True, slots=True)

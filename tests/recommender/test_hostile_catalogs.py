@@ -16,11 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bookrec.recommender import Book, Catalog, CatalogError, Recommender, RecommenderError
+from bookrec.recommender import (
+    Book,
+    Catalog,
+    CatalogError,
+    ContradictoryProfileError,
+    Recommender,
+    RecommenderError,
+)
 from bookrec.recommender.catalog_files import MAX_FIELD_CHARS, load_catalog, parse_catalog
 from bookrec.recommender.cli import main
 from bookrec.recommender.cli.render import book_label, printable, recommendations_table
-from bookrec.recommender.recommend import ContradictoryProfileError, Recommendation
+from bookrec.recommender.recommend import Recommendation
 from tests.recommender.conftest import MakeStore
 from tests.recommender.test_recommend import BOOKS, IDENTITY, VECTORS
 
