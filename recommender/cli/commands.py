@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 from bookrec import recommender
 
+from ..errors import RecommenderError
+from ..index.manifest import read_manifest
 from ..lexical import LEXICAL_MODEL_PREFIX
 from . import stores
 from .config import filters_from_args, open_client, rerank_settings
@@ -51,8 +53,60 @@ def _print_json(data: Any, out: TextIO, *, compact: bool = False) -> None:
     out.write("\n")
 
 
-def _catalog_path(args: argparse.Namespace) -> Path:
+def _index_catalog_path(args: argparse.Namespace) -> Path:
+    """The catalog ``bookrec index`` reads: ``--catalog``, else the bundled sample."""
     return Path(args.catalog) if args.catalog else sample_catalog_path()
+
+
+def _recorded_catalog(index_dir: Path) -> Path | None:
+    """The catalog file the index in ``index_dir`` records it was built from (``None``: no
+    index there, or one that records none); a recorded file that is gone is a ``CliError``."""
+    try:
+        manifest = read_manifest(index_dir)
+    except RecommenderError:
+        return None  # no index (or a damaged one): opening it reports that
+    recorded = manifest.catalog_path
+    if recorded is None:
+        return None
+    if not recorded.is_file():
+        raise CliError(
+            f"the index at {index_dir} was built from the catalog {recorded}, which no longer "
+            f"exists; pass the catalog with --catalog, or rebuild the index: "
+            f"bookrec index --catalog <file> --index {index_dir} --rebuild"
+        )
+    return recorded
+
+
+def _catalog_path(args: argparse.Namespace) -> Path:
+    """The catalog a query command reads: ``--catalog``, else the catalog the index was built
+    from (its manifest records it), else the bundled sample."""
+    if args.catalog:
+        return Path(args.catalog)
+    index = getattr(args, "index", None)
+    recorded = _recorded_catalog(Path(index)) if index else None
+    return recorded if recorded is not None else sample_catalog_path()
+
+
+def check_catalog_matches(
+    index: recommender.VectorIndex, catalog: recommender.Catalog, catalog_path: Path
+) -> None:
+    """``CliError`` when ``catalog`` is not the index's: most of the index's books are missing
+    from it (a catalog that gained or lost a few books stays usable, with a warning)."""
+    ids = index.ids
+    if not ids:
+        return
+    missing = sum(1 for book_id in ids if book_id not in catalog)
+    if missing * 2 <= len(ids):
+        return
+    manifest = index.manifest
+    recorded = manifest.catalog_path if manifest is not None else None
+    built = f"was built from {recorded}" if recorded is not None else "does not record its catalog"
+    raise CliError(
+        f"the catalog {catalog_path} does not match the index at {index.path}: {missing} of "
+        f"its {len(ids)} books are not in it. The index {built}; pass that catalog with "
+        f"--catalog, or rebuild the index from this one: "
+        f"bookrec index --catalog {catalog_path} --index {index.path} --rebuild"
+    )
 
 
 def _verify_index(args: argparse.Namespace, out: TextIO) -> int:
@@ -99,7 +153,7 @@ def _verify_index(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
     if getattr(args, "verify", False):
         return _verify_index(args, out)
-    catalog_path = _catalog_path(args)
+    catalog_path = _index_catalog_path(args)
     catalog = load_catalog(catalog_path)
     dsn = stores.store_dsn(args)
     if dsn is not None:
@@ -137,6 +191,7 @@ def cmd_index(args: argparse.Namespace, out: TextIO) -> int:
                 dtype=args.dtype,
                 chunk_size=args.chunk_size,
                 scan=args.scan,
+                catalog_path=catalog_path,
             )
             scan = built.manifest.scan if built.manifest is not None else None
         identity = report.identity or embedder.identity
@@ -207,8 +262,11 @@ def _recommender(
     with ExitStack() as stack:
         dsn = stores.store_dsn(args)
         if dsn is None:
-            books = load_catalog(_catalog_path(args))
-            store: Any = open_index(Path(args.index))
+            catalog_path = _catalog_path(args)
+            books = load_catalog(catalog_path)
+            index = open_index(Path(args.index))
+            check_catalog_matches(index, books, catalog_path)
+            store: Any = index
         else:
             store = stack.enter_context(
                 stores.open_store(dsn, getattr(args, "replicas", None) or ())

@@ -17,9 +17,11 @@ from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCall
 from ..book import Book
 from ..catalog import Catalog
 from ..errors import IndexBuildError, IndexMismatchError, IndexNotFoundError, RecommenderError
+from ..lexical import LEXICAL_MODEL_PREFIX
 from ..text import BOOK_TEXT_VERSION, book_text, content_hash
 from .compat import check_compatible
 from .files import build_lock
+from .manifest import catalog_record
 from .plan import BuildPlan, Rows, plan_build
 from .publish import BLOCK_ROWS, Fill, collect_garbage, next_manifest, publish
 from .scan import ScanPlan, check_request, resolve_scan
@@ -60,6 +62,8 @@ class BuildSettings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     progress: ProgressCallback | None = None
     scan: str | None = None
+    #: The catalog file the books were read from, recorded in the manifest.
+    catalog_path: Path | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16"):
@@ -80,6 +84,7 @@ def build_index(
     dtype: str = "float32",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     scan: str | None = None,
+    catalog_path: str | Path | None = None,
 ) -> tuple[VectorIndex, IndexReport]:
     """Create or update the index in ``path`` for ``catalog``; return it and a report.
 
@@ -94,6 +99,13 @@ def build_index(
     for indexes of 100,000 books or more), ``none``, ``int8``, ``mrl256`` or ``int8-mrl256``;
     by default the one the index was built with, else ``auto``. Codes of unchanged books are
     reused.
+
+    ``catalog_path``, the file ``catalog`` was read from, is recorded in the manifest with a
+    fingerprint of the books (``bookrec`` queries use that catalog when none is given).
+
+    Before anything is embedded, an embedder whose model is not known yet is asked about one
+    text when the existing index is lexical (TF-IDF), whose model no service serves: a mismatch
+    is :class:`IndexMismatchError` after that one small request, not after embedding everything.
     """
     settings = BuildSettings(
         directory=Path(path),
@@ -102,6 +114,7 @@ def build_index(
         chunk_size=chunk_size,
         progress=progress,
         scan=scan,
+        catalog_path=Path(catalog_path) if catalog_path is not None else None,
     )
     if len(catalog) == 0:
         raise RecommenderError("the catalog is empty: nothing to index")
@@ -161,12 +174,14 @@ class _Build:
     def run(self) -> tuple[VectorIndex, IndexReport]:
         plan = self.embed_missing(self.plan())
         directory, old, previous = self.settings.directory, self.old, self.old_manifest
+        catalog = catalog_record(self.settings.catalog_path, self.rows.ids, self.rows.hashes)
         if (
             old is not None
             and previous is not None
             and plan.unchanged
             and previous.dtype == self.settings.dtype
             and self.settings.scan in (None, previous.scan_request)
+            and previous.catalog == catalog
         ):
             self.staging.clear()
             collect_garbage(directory, previous.generation)
@@ -182,6 +197,7 @@ class _Build:
             formats=self.embedder.prompt_formats,
             last_build=plan.counts(),
             scan_request=self.settings.scan,
+            catalog=catalog,
         )
         fill = self.fill(plan, self.identity.dimensions)
         publish(
@@ -235,8 +251,11 @@ class _Build:
         todo, done, size = list(plan.to_embed), 0, self.settings.chunk_size
         self.progress(0, len(todo))
         while done < len(todo):
-            chunk = todo[done : done + size]
-            vectors = self.embed_chunk(chunk, done, len(todo))
+            # A lexical index's model is served by no embedding service: learn the embedder's
+            # model from one text before embedding the rest.
+            probe = not checked and self.old is not None and is_lexical(self.old.identity)
+            chunk = todo[done : done + (1 if probe else size)]
+            vectors = self.embed_chunk(chunk, done, len(todo), check_dims=checked)
             current = self.embedder.identity or ModelIdentity(
                 self.identity.model if self.identity is not None else "unknown", vectors.shape[1]
             )
@@ -256,10 +275,22 @@ class _Build:
         """Check the model the first response came from; keep the staging area if it made it."""
         if self.old is not None:
             check_compatible(self.old.identity, self.embedder, where=self.settings.directory)
+        old = self.old.identity if self.old is not None else None
+        if old is not None and current.dimensions != old.dimensions:
+            raise IndexMismatchError(
+                f"the index at {self.settings.directory} has {old.dimensions}-d "
+                f"vectors ({old}), but the embedder returned {current.dimensions}-d "
+                "ones. Rebuild the index (bookrec index --rebuild) or use the embedding "
+                "service it was built with"
+            )
         return not self.staging.keep_only(current)
 
-    def embed_chunk(self, chunk: Sequence[str], done: int, total: int) -> NDArray[np.float32]:
-        """Unit vectors for the texts of ``chunk`` (content hashes); reports progress within it."""
+    def embed_chunk(
+        self, chunk: Sequence[str], done: int, total: int, *, check_dims: bool = True
+    ) -> NDArray[np.float32]:
+        """Unit vectors for the texts of ``chunk`` (content hashes); reports progress within it.
+        ``check_dims=False`` (the first response, checked against the index afterwards by
+        :meth:`first_response_keeps_staging`) leaves the width unchecked."""
 
         def within(d: int, _t: int) -> None:
             self.progress(min(done + d, total), total)
@@ -282,7 +313,7 @@ class _Build:
                 embedded=done,
                 remaining=total - done,
             ) from exc
-        dims = self.identity.dimensions if self.identity is not None else None
+        dims = self.identity.dimensions if self.identity is not None and check_dims else None
         return _unit_rows(raw, len(chunk), dims)
 
     def progress(self, done: int, total: int) -> None:
@@ -337,3 +368,8 @@ def _unit_rows(raw: Any, count: int, dims: int | None) -> NDArray[np.float32]:
     if not np.isfinite(arr).all():
         raise RecommenderError("the embedder returned NaN or infinite values")
     return normalize(arr)
+
+
+def is_lexical(identity: ModelIdentity) -> bool:
+    """Whether ``identity`` is a lexical (TF-IDF) model, which no embedding service serves."""
+    return identity.model.startswith(LEXICAL_MODEL_PREFIX)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +50,16 @@ class IndexManifest:
     #: ``size`` in bytes and ``blake2b`` checksum; empty for indexes written before checksums
     #: were recorded (they still open, with fewer checks).
     checksums: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The catalog the index was built from: its absolute ``path`` (``None`` when the build was
+    #: not given a file), ``books`` and ``fingerprint`` (:func:`catalog_fingerprint`); kept by
+    #: live updates; ``None`` for indexes written before it was recorded.
+    catalog: dict[str, Any] | None = None
+
+    @property
+    def catalog_path(self) -> Path | None:
+        """The catalog file the index was built from, if the manifest records one."""
+        path = (self.catalog or {}).get("path")
+        return Path(path) if isinstance(path, str) and path else None
 
     @property
     def dimensions(self) -> int:
@@ -78,6 +90,7 @@ class IndexManifest:
             "checksums": {name: dict(rec) for name, rec in self.checksums.items()},
             "scan_request": self.scan_request,
             "scan": dict(self.scan) if self.scan is not None else None,
+            "catalog": dict(self.catalog) if self.catalog is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "last_build": dict(self.last_build),
@@ -129,6 +142,7 @@ class IndexManifest:
                 scan_request=str(data.get("scan_request") or "auto"),
                 scan=_scan_info(data.get("scan")),
                 checksums=_checksums(data.get("checksums")),
+                catalog=_catalog_info(data.get("catalog")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptIndexError(f"{where}: invalid manifest ({exc})") from exc
@@ -139,6 +153,40 @@ def _scan_info(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
         raise ValueError(f"bad scan copy {value!r}")
+    return dict(value)
+
+
+def catalog_fingerprint(ids: Sequence[str], hashes: Sequence[str]) -> str:
+    """A BLAKE2b digest over the catalog's (id, content hash) pairs, in order: it changes when a
+    book is added, removed, reordered or its text changes, and costs nothing at build time (the
+    build has the hashes already)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for book_id, h in zip(ids, hashes, strict=True):
+        digest.update(json.dumps([book_id, h], ensure_ascii=True).encode("ascii"))
+        digest.update(b"\n")
+    return "blake2b:" + digest.hexdigest()
+
+
+def catalog_record(
+    path: str | Path | None, ids: Sequence[str], hashes: Sequence[str]
+) -> dict[str, Any]:
+    """The manifest's ``catalog`` entry for a build of ``ids`` read from ``path``."""
+    return {
+        "path": str(Path(path).resolve()) if path is not None else None,
+        "books": len(ids),
+        "fingerprint": catalog_fingerprint(ids, hashes),
+    }
+
+
+def _catalog_info(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("path"), (str, type(None)))
+        or not isinstance(value.get("fingerprint"), str)
+    ):
+        raise ValueError(f"bad catalog record {value!r}")
     return dict(value)
 
 

@@ -45,8 +45,12 @@ def next_manifest(
     formats: PromptFormats | None,
     last_build: dict[str, int] | None = None,
     scan_request: str | None = None,
+    catalog: Mapping[str, Any] | None = None,
 ) -> IndexManifest:
-    """The manifest of the generation that follows ``previous`` (created now if it is None)."""
+    """The manifest of the generation that follows ``previous`` (created now if it is None).
+
+    ``catalog`` records the catalog a build read; by default the previous generation's record
+    is kept (live updates change a few books of the same catalog)."""
     now = timestamp()
     return IndexManifest(
         identity=identity,
@@ -61,6 +65,11 @@ def next_manifest(
         instruction=formats.instruction if formats is not None else None,
         last_build=dict(last_build or {}),
         scan_request=scan_request or (previous.scan_request if previous else "auto"),
+        catalog=(
+            dict(catalog)
+            if catalog is not None
+            else (dict(previous.catalog) if previous is not None and previous.catalog else None)
+        ),
     )
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bookrec.client.testing import FakeSGLang, fake_vector
-from bookrec.recommender.cli import main
+from bookrec.recommender.cli import main, sample_catalog_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -541,3 +541,89 @@ def test_readme_cli_examples_match_the_cli(
     assert printed == quoted.group(1)
     for needle in ("embedded 0, reused 151, removed 0", "s (nothing changed)"):
         assert needle in again and needle in section
+
+
+# -- issue 11: the catalog an index was built from; a lexical index and a service -------------
+
+
+def test_queries_use_the_catalog_the_index_was_built_from(
+    tmp_path: Path, server: FakeSGLang, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Before: without --catalog, `similar` loaded the bundled sample catalog, warned "151 of 151
+    catalog books have no vector" and failed with "unknown book id"."""
+    _write_catalog(tmp_path / "my.jsonl", BOOKS)
+    call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+    built = call.json("index", "-c", "my.jsonl", "-i", "idx", base_url=server.base_url)
+    assert built["books"] == len(BOOKS)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["catalog"]["path"] == str((tmp_path / "my.jsonl").resolve())
+
+    found = call.json("similar", "b1", "-i", "idx", "-k", "3", base_url=server.base_url)
+    assert found["results"] and all(r["id"] != "b1" for r in found["results"])
+    rec = call.json("recommend", "--liked", "b3", "-i", "idx", "-k", "2", base_url=server.base_url)
+    assert len(rec["results"]) == 2
+    hits = call.json("search", "desert planet", "-i", "idx", "-k", "2", base_url=server.base_url)
+    assert len(hits["results"]) == 2
+
+    # Users edit catalogs: one book fewer still works (the index's other books are there).
+    _write_catalog(tmp_path / "my.jsonl", BOOKS[:-1])
+    code, out, err = call("similar", "b1", "-i", "idx", "-k", "2", base_url=server.base_url)
+    assert code == 0, err
+    assert "More like" in out
+
+
+def test_a_catalog_that_is_not_the_index_s_is_a_clear_error(
+    tmp_path: Path, server: FakeSGLang, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _write_catalog(tmp_path / "my.jsonl", BOOKS)
+    call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+    call.json("index", "-c", "my.jsonl", "-i", "idx", base_url=server.base_url)
+    recorded = str((tmp_path / "my.jsonl").resolve())
+
+    # Another catalog given with --catalog (the bundled sample): exit 2, naming both.
+    sample = str(sample_catalog_path())
+    code, _out, err = call("similar", "b1", "-i", "idx", "-c", sample, base_url=server.base_url)
+    _assert_clean_failure(code, err, 2, "does not match the index", recorded, "--catalog")
+    assert "have no vector" not in err
+
+    # The recorded catalog is gone: exit 2, saying which file and what to do.
+    (tmp_path / "my.jsonl").rename(tmp_path / "moved.jsonl")
+    code, _out, err = call("similar", "b1", "-i", "idx", base_url=server.base_url)
+    _assert_clean_failure(code, err, 2, recorded, "no longer exists", "--catalog", "--rebuild")
+    # ... and --catalog with the moved file works.
+    found = call.json("similar", "b1", "-i", "idx", "-c", "moved.jsonl", base_url=server.base_url)
+    assert found["results"]
+
+
+def test_put_and_delete_keep_the_recorded_catalog(
+    tmp_path: Path, server: FakeSGLang, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _write_catalog(tmp_path / "my.jsonl", BOOKS)
+    _write_catalog(tmp_path / "new.jsonl", [{"id": "n1", "title": "A New Book"}])
+    call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+    call.json("index", "-c", "my.jsonl", "-i", "idx", base_url=server.base_url)
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    record = json.loads(manifest_path.read_text(encoding="utf-8"))["catalog"]
+    put = call.json("put", "new.jsonl", "-i", "idx", base_url=server.base_url)
+    assert put["added"] == ["n1"]
+    assert json.loads(manifest_path.read_text(encoding="utf-8"))["catalog"] == record
+    deleted = call.json("delete", "b8", "-i", "idx", base_url=server.base_url)
+    assert deleted["deleted"] == ["b8"]
+    assert json.loads(manifest_path.read_text(encoding="utf-8"))["catalog"] == record
+
+
+def test_index_into_a_lexical_index_checks_the_model_before_embedding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Before: `bookrec index` into the demo's lexical index with a service running embedded all
+    151 books, then failed on the shape."""
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    call = InProcess(tmp_path, _clean_env(tmp_path / "hf-home"), monkeypatch, capsys)
+    code, _out, err = call("demo", "--mode", "lexical", "--no-progress", base_url=url)
+    assert code == 0, err
+    index = ".bookrec/demo-index/lexical"
+    with FakeSGLang(dim=64) as fake:
+        code, _out, err = call("index", "-i", index, "--no-progress", base_url=fake.base_url)
+        _assert_clean_failure(code, err, 4, "bookrec-lexical-tfidf", "--rebuild")
+        assert fake.embedding_request_count <= 1
+        assert len(fake.embedded_texts) <= 1
