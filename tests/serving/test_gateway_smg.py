@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,18 @@ def embed(url: str, model: str, key: str | None = KEY, text: str = "a quiet myst
     return response.status_code
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too (two workers take base and base + 1)."""
+    while True:
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+
+
 def counts(directory: Path) -> dict[int, int]:
     return {int(p.stem): standin_worker.report(p)["embeddings"] for p in directory.glob("*.json")}
 
@@ -80,45 +93,61 @@ def launched_gateway(
     reports = tmp_path / "reports"
     reports.mkdir()
     env = fake_tools.env(BOOKREC_API_KEY=KEY, STANDIN_DIR=str(reports))
-    port, base = free_port(), free_port()
-    args = [
-        "--workers-per-gpu",
-        "2",
-        "--served-model-name",
-        SERVED,
-        "--port",
-        str(port),
-        "--worker-base-port",
-        str(base),
-        "--gateway-metrics-port",
-        str(free_port()),
-    ]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        # Its own process group: a failing test kills the workers too, never leaves them.
-        launcher = subprocess.Popen(
-            [str(LAUNCH_SH), *args],
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-        )
+    # Free ports are only free when they are picked: another process may take one before the
+    # launcher checks it (it refuses a port in use), so a start refused for that is tried again
+    # with other ports.
+    for _attempt in range(3):
+        port, base = free_port(), free_port_pair()
+        args = [
+            "--workers-per-gpu",
+            "2",
+            "--served-model-name",
+            SERVED,
+            "--port",
+            str(port),
+            "--worker-base-port",
+            str(base),
+            "--gateway-metrics-port",
+            str(free_port()),
+        ]
+        with out.open("w") as stdout, err.open("w") as stderr:
+            # Its own process group: a failing test kills the workers too, never leaves them.
+            launcher = subprocess.Popen(
+                [str(LAUNCH_SH), *args],
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,
+            )
+        try:
+            wait_until(
+                lambda proc=launcher: (
+                    proc.poll() is not None or "Embedding service ready" in out.read_text()
+                ),
+                90,
+                "the gateway",
+            )
+        except BaseException:
+            _stop_group(launcher)
+            raise
+        if launcher.poll() is None or "already in use" not in err.read_text():
+            break
     try:
-        wait_until(
-            lambda: launcher.poll() is not None or "Embedding service ready" in out.read_text(),
-            90,
-            "the gateway",
-        )
         assert launcher.poll() is None, err.read_text()
         assert "2 SGLang workers behind the gateway" in out.read_text()
         yield f"http://127.0.0.1:{port}", reports, launcher
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0, err.read_text()[-3000:]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.wait()
+        _stop_group(launcher)
+
+
+def _stop_group(launcher: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait()
 
 
 def test_launcher_gateway_spreads_requests_over_the_workers(
