@@ -40,6 +40,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too (worker ports are base + worker number)."""
+    while True:
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without keys or tool paths, plus `extra`."""
     env = {

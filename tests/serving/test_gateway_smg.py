@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from tests.serving.conftest import (
     VENV_BIN,
     FakeTools,
     free_port,
+    free_port_pair,
     wait_until,
 )
 from tests.serving.test_launch_dry_run import load_launcher
@@ -56,18 +56,6 @@ def embed(url: str, model: str, key: str | None = KEY, text: str = "a quiet myst
         assert len(data["data"][0]["embedding"]) == standin_worker.DIM
         assert data["model"] == MODEL_PATH  # SGLang answers with the path, whatever was asked
     return response.status_code
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (two workers take base and base + 1)."""
-    while True:
-        base = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-        return base
 
 
 def counts(directory: Path) -> dict[int, int]:

@@ -21,6 +21,7 @@ from tests.serving.conftest import (
     FakeTools,
     clean_env,
     free_port,
+    free_port_pair,
     run_launch,
     wait_until,
 )
@@ -49,18 +50,6 @@ def launched(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (worker ports are base + GPU index)."""
-    while True:
-        base = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-        return base
 
 
 def wait_for_ready(launcher: subprocess.Popen[str], tmp_path: Path) -> None:

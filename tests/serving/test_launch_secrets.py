@@ -20,7 +20,14 @@ import httpx
 import pytest
 
 from tests.serving import standin_worker
-from tests.serving.conftest import LAUNCH_SH, FakeTools, clean_env, free_port, wait_until
+from tests.serving.conftest import (
+    LAUNCH_SH,
+    FakeTools,
+    clean_env,
+    free_port,
+    free_port_pair,
+    wait_until,
+)
 
 SECRET = "sk-never-in-argv-7d3f"
 pytestmark = pytest.mark.timeout(120)
@@ -141,7 +148,7 @@ def test_workers_and_gateway_get_the_key_off_their_command_lines(
     fake_tools: FakeTools, tmp_path: Path, args: list[str]
 ) -> None:
     env = standin_env(fake_tools, tmp_path, BOOKREC_API_KEY=SECRET)
-    base = free_port()
+    base = free_port_pair()
     args = [*args, "--port", str(free_port()), "--worker-base-port", str(base)]
     args += ["--gateway-metrics-port", str(free_port())]
     with service(args, env, tmp_path) as launcher:
