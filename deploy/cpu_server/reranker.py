@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import RequestError
-from .worker import END_OF_TEXT, Embedder, Job
+from .worker import Embedder, Job
 
 if TYPE_CHECKING:
     import torch
@@ -123,14 +123,7 @@ class RerankWorker(Embedder):
     def _check_end_of_text(self) -> tuple[int | None, bool]:
         # Embeddings end with <|endoftext|>; a reranker's prompt does not (it is tokenized
         # without special tokens): what the tokenizer does is only reported, never warned of.
-        tok = self.tokenizer
-        eot = tok.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tok.get_vocab() else None
-        if eot is None:
-            eot = tok.eos_token_id
-        with_special = tok("a", add_special_tokens=True)["input_ids"]
-        plain = tok("a", add_special_tokens=False)["input_ids"]
-        appends = eot is not None and len(with_special) > len(plain) and with_special[-1] == eot
-        return eot, appends
+        return self._find_end_of_text()
 
     # -- called from the event loop ------------------------------------------------------------
     def pair_lengths(self, query: str, instruction: str, documents: list[str]) -> list[int]:

@@ -121,8 +121,8 @@ class Embedder:
         self.torch = torch
         self.thread = threading.Thread(target=self._run, name="embedder", daemon=True)
 
-    def _check_end_of_text(self) -> tuple[int | None, bool]:
-        """Find Qwen3-Embedding's end-of-text id and whether the tokenizer appends it."""
+    def _find_end_of_text(self) -> tuple[int | None, bool]:
+        """Qwen3-Embedding's end-of-text id and whether the tokenizer appends it."""
         tok = self.tokenizer
         eot = tok.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tok.get_vocab() else None
         if eot is None:
@@ -130,6 +130,11 @@ class Embedder:
         with_special = tok("a", add_special_tokens=True)["input_ids"]
         plain = tok("a", add_special_tokens=False)["input_ids"]
         appends = eot is not None and len(with_special) > len(plain) and with_special[-1] == eot
+        return eot, appends
+
+    def _check_end_of_text(self) -> tuple[int | None, bool]:
+        """:meth:`_find_end_of_text`, saying what the embedding inputs get."""
+        eot, appends = self._find_end_of_text()
         if appends:
             log.info("tokenizer appends the end-of-text token (id %s) itself", eot)
         elif eot is not None:

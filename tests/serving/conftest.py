@@ -3,6 +3,7 @@ Qwen3 model built on the spot, and one CPU server shared by the whole session.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(process: subprocess.Popen[bytes], stderr: Path, what: str) -> Iterator[None]:
+    """A CPU server process until the block ends: ready first, then it must exit 0 on
+    SIGTERM."""
+    try:
+        wait_until(
+            lambda: process.poll() is not None or "ready: " in stderr.read_text(),
+            timeout=90,
+            what=what,
+        )
+        assert process.poll() is None, stderr.read_text()
+        yield
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=40)
+    assert code == 0, f"exited with {code} on SIGTERM:\n{stderr.read_text()}"
 
 
 def free_port_pair() -> int:

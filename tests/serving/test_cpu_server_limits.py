@@ -29,6 +29,7 @@ from tests.serving.conftest import (
     RunningServer,
     clean_env,
     free_port,
+    serving,
     wait_until,
 )
 
@@ -92,19 +93,8 @@ def limited(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with stderr.open("wb") as err:
         process = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
     server = LimitedServer(process, port, stderr)
-    try:
-        wait_until(
-            lambda: process.poll() is not None or "ready: " in stderr.read_text(),
-            timeout=90,
-            what="the limited CPU server",
-        )
-        assert process.poll() is None, stderr.read_text()
+    with serving(process, stderr, "the limited CPU server"):
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=40)
-    assert code == 0, f"exited with {code} on SIGTERM:\n{stderr.read_text()}"
 
 
 # --------------------------------------------------------------------------- raw HTTP

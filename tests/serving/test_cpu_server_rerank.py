@@ -40,6 +40,7 @@ from tests.serving.conftest import (
     RunningServer,
     clean_env,
     free_port,
+    serving,
     wait_until,
 )
 
@@ -124,19 +125,8 @@ def reranker(
     stderr = tmp_path_factory.mktemp("cpu-reranker-logs") / "stderr.txt"
     process, port = start(tiny_reranker, stderr, "--batch-wait-ms", "30")
     server = RerankServer(process, port, str(tiny_reranker), stderr)
-    try:
-        wait_until(
-            lambda: process.poll() is not None or "ready: " in stderr.read_text(),
-            timeout=90,
-            what="the CPU reranker",
-        )
-        assert process.poll() is None, stderr.read_text()
+    with serving(process, stderr, "the CPU reranker"):
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=40)
-    assert code == 0, f"exited with {code} on SIGTERM:\n{stderr.read_text()}"
 
 
 def by_index(results: list[dict[str, Any]]) -> dict[int, float]:
