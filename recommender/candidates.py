@@ -4,7 +4,8 @@ A store answers "the ``c`` books closest to these query vectors"; a :class:`Scor
 terms the store does not know (keyword scores, the hybrid prior, a penalty for disliked books).
 :func:`top_candidates` asks the store for ``c`` hits per query and takes the ``c`` best books of
 each in-memory term, scores that union exactly, and proves it complete: no book outside it can
-score above the bound ``max(weight * dense_c + add_c, alt_c)`` built from the ``c``-th values.
+score above the bound ``max(dense_c + add_c, alt_c)`` built from the ``c``-th values (``dense_c``:
+the scorer's dense part of each query's ``c``-th cosine).
 Until the ``pool``-th score beats that bound (or every source is exhausted) ``c`` grows fourfold.
 A score that is the store's cosine alone needs no proof: the store's top-k is the answer (for
 several queries, the union of their top-k).
@@ -110,12 +111,15 @@ def top_candidates(
         dense_bound = NEG_INF
         store_exhausted = False
         if queries is not None:
-            for hits in store.search(queries, c, filters=filters, exclude=exclude):
+            kth = np.full(queries.shape[0], NEG_INF, dtype=np.float32)
+            for q, hits in enumerate(store.search(queries, c, filters=filters, exclude=exclude)):
                 ids.update(dict.fromkeys(i for i in hits.ids if space.ranks(i)))
                 if len(hits) < c:
                     store_exhausted = True  # every allowed book is among these hits
-                elif hits.scores[-1] > dense_bound:
-                    dense_bound = hits.scores[-1]
+                else:
+                    kth[q] = hits.scores[-1]
+            if not store_exhausted:
+                dense_bound = scorer.combine(kth)[0]
         add_bound = alt_bound = NEG_INF
         memory_exhausted = False
         for masked, is_alt in terms:
@@ -130,7 +134,7 @@ def top_candidates(
         order_ids = list(ids)
         rows = space.rows(order_ids)
         vectors = store.vectors(order_ids)
-        dense = _dense(vectors, queries)
+        dense = _dense(vectors, queries, scorer)
         scores = scorer.score(vectors, rows, dense)
         keep = scores > NEG_INF
         order = np.lexsort((rows, -scores))
@@ -158,12 +162,11 @@ def _alt_term(scorer: Scorer) -> NDArray[np.float32] | None:
 
 
 def _dense(
-    vectors: NDArray[np.float32], queries: NDArray[np.float32] | None
+    vectors: NDArray[np.float32], queries: NDArray[np.float32] | None, scorer: Scorer
 ) -> NDArray[np.float32]:
     if queries is None or vectors.shape[0] == 0:
         return np.full(vectors.shape[0], NEG_INF, dtype=np.float32)
-    sims = vectors @ queries.T
-    return np.asarray(sims.max(axis=1), dtype=np.float32)
+    return scorer.combine(np.asarray(vectors @ queries.T, dtype=np.float32))
 
 
 def _bound(scorer: Scorer, dense: np.float32, add: np.float32, alt: np.float32) -> float:
@@ -171,7 +174,7 @@ def _bound(scorer: Scorer, dense: np.float32, add: np.float32, alt: np.float32) 
     add_part = float(add) if scorer.add is not None else 0.0
     bound = float(alt) if scorer.alt is not None else float("-inf")
     if scorer.queries is not None:
-        bound = max(bound, scorer.weight * float(dense) + add_part)
+        bound = max(bound, float(dense) + add_part)
     elif scorer.alt is None:
         bound = max(bound, add_part)
     return bound

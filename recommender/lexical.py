@@ -1,15 +1,21 @@
-"""Keyword (TF-IDF) similarity over book texts, for when there are no embeddings.
+"""Keyword (TF-IDF) similarity over book texts: the lexical half of hybrid ranking.
 
-:class:`LexicalScorer` is the fallback when free text cannot be embedded (degraded results);
-:class:`LexicalEmbedder` runs the whole pipeline without an embedding service ("lexical mode").
+:class:`KeywordIndex` scores every book against a text, or against books of the catalog (their
+own keyword vectors), for the fusion with dense cosines (:mod:`.fusion`) and as the fallback
+when free text cannot be embedded (degraded results). Its terms are words (English stop words
+dropped) and, for Chinese, Japanese and Korean, which have no spaces between words, single
+characters and character bigrams.
 
-Character n-grams (``analyzer="char_wb"``, 1 to 3 characters) need no tokenizer, so Chinese,
-which has no spaces between words, works as well as English.
+:class:`LexicalEmbedder` runs the whole pipeline without an embedding service ("lexical mode"),
+on character n-grams (``analyzer="char_wb"``, 1 to 3 characters) reduced by truncated SVD;
+:class:`LexicalScorer` is the plain TF-IDF cosine over those n-grams.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-__all__ = ["LEXICAL_MODEL_PREFIX", "LexicalEmbedder", "LexicalScorer"]
+__all__ = ["LEXICAL_MODEL_PREFIX", "KeywordIndex", "LexicalEmbedder", "LexicalScorer", "keywords"]
 
 #: ``LexicalEmbedder.identity.model`` starts with this, followed by a corpus fingerprint.
 LEXICAL_MODEL_PREFIX = "bookrec-lexical-tfidf/"
@@ -44,6 +50,115 @@ def _vectorizer() -> TfidfVectorizer:
         sublinear_tf=True,
         dtype=np.float32,
     )
+
+
+# Runs of CJK ideographs, kana or Hangul; and runs of other letters and digits.
+_CJK_RUN = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_TERMS = re.compile(f"[{_CJK_RUN}]+|[^\\W_{_CJK_RUN}]+")
+# English function words: they say nothing about a book (idf would weigh them down anyway,
+# but they would crowd out real terms in a query built from books).
+_STOP_WORDS = frozenset(
+    """a about after again against all also an and any are as at be because been before being
+    between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself
+    just me more most my myself no nor not now of off on once only or other our ours ourselves
+    out over own same she should so some such than that the their theirs them themselves then
+    there these they this those through to too under until up very was we were what when where
+    which while who whom why will with would you your yours yourself yourselves""".split()  # noqa: SIM905
+)
+#: Terms kept from a query built out of books (the strongest by weight): a "more like this"
+#: query of a long summary would otherwise touch the postings of every common word.
+QUERY_TERMS = 96
+
+
+def keywords(text: str) -> list[str]:
+    """The terms of ``text`` that :class:`KeywordIndex` counts.
+
+    Case- and width-folded (NFKC); words of two or more characters that are not English stop
+    words; in CJK runs every character and every pair of adjacent characters.
+    """
+    stop = _STOP_WORDS
+    out: list[str] = []
+    for match in _TERMS.finditer(unicodedata.normalize("NFKC", text).casefold()):
+        run = match.group()
+        if "\u3040" <= run[0] <= "\ud7af" or "\uf900" <= run[0] <= "\ufaff":
+            out.extend(run)
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
+        elif len(run) > 1 and run not in stop:
+            out.append(run)
+    return out
+
+
+class KeywordIndex:
+    """TF-IDF (sublinear term frequency, smoothed idf, unit rows) over a fixed list of texts.
+
+    Row ``i`` is the keyword vector of ``texts[i]``; empty texts (rows without a book) score 0.
+    :meth:`text_scores` ranks every row against a text, :meth:`row_scores` against the sum of
+    some rows' own vectors ("more like this", a reader's books).
+    """
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._vectorizer = TfidfVectorizer(
+            analyzer=keywords, sublinear_tf=True, dtype=np.float32, min_df=1
+        )
+        # A text of no terms at all still gets its row (all zeros), so rows line up.
+        self._matrix: Any = self._vectorizer.fit_transform([t or " " for t in texts]).tocsr()
+        self._transposed: Any = self._matrix.T.tocsr()
+        self.size = len(texts)
+
+    def text_scores(self, text: str) -> NDArray[np.float32]:
+        """Cosine of ``text``'s keyword vector to every row, shape (n,)."""
+        return self._scores(self._vectorizer.transform([text]))
+
+    def row_scores(
+        self, rows: Sequence[int], weights: Sequence[float] | None = None
+    ) -> NDArray[np.float32]:
+        """Cosine of every row to the (weighted) sum of the vectors of ``rows``, keeping the
+        :data:`QUERY_TERMS` strongest terms of that sum."""
+        weights = [1.0] * len(rows) if weights is None else weights
+        return self.query_scores(rows, weights, (), 0.0)
+
+    def query_scores(
+        self,
+        rows: Sequence[int],
+        row_weights: Sequence[float],
+        texts: Sequence[str],
+        text_weight: float,
+    ) -> NDArray[np.float32]:
+        """Cosine of every row to the weighted sum of the vectors of ``rows`` and of ``texts``
+        (each text weighing ``text_weight``), keeping its :data:`QUERY_TERMS` strongest terms."""
+        query = np.zeros(self._matrix.shape[1], dtype=np.float32)
+        if len(rows):
+            weights = np.asarray(row_weights, dtype=np.float32)
+            query += np.asarray(self._matrix[list(rows)].T @ weights, dtype=np.float32).ravel()
+        if texts:
+            vectors = self._vectorizer.transform(list(texts))
+            query += np.float32(text_weight) * vectors.sum(axis=0).A1.astype(np.float32)
+        return self._dense_scores(_strongest(query))
+
+    def _dense_scores(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0:
+            return np.zeros(self.size, dtype=np.float32)
+        terms = np.flatnonzero(query)
+        # Sum the postings of the query's terms only: cost is their length, not the matrix's.
+        postings = self._transposed[terms]
+        scores = postings.T @ (query[terms] / np.float32(norm))
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    def _scores(self, query: Any) -> NDArray[np.float32]:
+        return self._dense_scores(np.asarray(query.toarray(), dtype=np.float32).reshape(-1))
+
+
+def _strongest(query: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``query`` with all but its :data:`QUERY_TERMS` largest weights set to 0."""
+    nonzero = np.flatnonzero(query > 0)
+    if nonzero.shape[0] > QUERY_TERMS:
+        weakest = nonzero[np.argsort(query[nonzero])[: nonzero.shape[0] - QUERY_TERMS]]
+        query[weakest] = 0.0
+    return query
 
 
 class LexicalScorer:

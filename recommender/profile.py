@@ -8,6 +8,7 @@ each result, the signal that supports it most.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,9 +19,22 @@ from numpy.typing import NDArray
 from .errors import EmptyProfileError
 from .ranking import best_match_scores
 
-__all__ = ["ProfileWeights", "Scorer", "Signal", "Strategy", "profile_scorer", "strongest_signals"]
+__all__ = [
+    "BLEND_AVERAGE_SHARE",
+    "DEFAULT_STRATEGY",
+    "ProfileWeights",
+    "Scorer",
+    "Signal",
+    "Strategy",
+    "profile_scorer",
+    "strongest_signals",
+]
 
-Strategy = Literal["average", "best"]
+Strategy = Literal["blend", "average", "best"]
+#: The history strategy used when none is given.
+DEFAULT_STRATEGY: Strategy = "blend"
+#: The share of the averaged profile in ``"blend"`` (the rest is the best single match).
+BLEND_AVERAGE_SHARE = 0.5
 #: Keyword scores of a text against every book (row-aligned with the store).
 LexicalScores = Callable[[str], NDArray[np.float32]]
 
@@ -47,12 +61,13 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Scorer:
-    """The score of a book: ``max(weight * dense, alt) + add - penalty``.
+    """The score of a book: ``max(dense, alt) + add - penalty``.
 
-    ``dense`` is the best cosine between the book and any row of ``queries`` (absent without
-    queries); ``alt`` and ``add`` are per-book arrays known in memory (keyword scores, the
-    hybrid prior), row-aligned with the store; ``penalty`` is ``beta`` times the book's best
-    positive cosine to any row of ``negatives``.
+    ``dense`` is ``weight`` times the best cosine between the book and any row of ``queries``
+    (absent without queries), or with ``groups`` (``(count, weight)`` per run of consecutive
+    queries) the weighted sum of each group's best cosine; ``alt`` and ``add`` are per-book
+    arrays known in memory (keyword scores, the hybrid prior), row-aligned with the store;
+    ``penalty`` is ``beta`` times the book's best positive cosine to any row of ``negatives``.
     """
 
     queries: NDArray[np.float32] | None = None
@@ -61,6 +76,7 @@ class Scorer:
     add: NDArray[np.float32] | None = None
     negatives: NDArray[np.float32] | None = None
     beta: float = 0.0
+    groups: tuple[tuple[int, float], ...] | None = None
 
     @property
     def dense_only(self) -> bool:
@@ -68,23 +84,44 @@ class Scorer:
         return (
             self.queries is not None
             and self.weight == 1.0
+            and self.groups is None
             and self.alt is None
             and self.add is None
             and self.negatives is None
         )
 
+    def query_groups(self) -> tuple[tuple[int, float], ...]:
+        """``(count, weight)`` of each run of queries whose best cosine counts once."""
+        if self.groups is not None:
+            return self.groups
+        count = 0 if self.queries is None else int(self.queries.shape[0])
+        return ((count, self.weight),)
+
+    def combine(self, per_query: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The dense part from per-query values (cosines, shape (n, queries), or bounds,
+        shape (queries,)): each group's maximum times its weight, summed."""
+        values = per_query if per_query.ndim == 2 else per_query[None, :]
+        out = np.zeros(values.shape[0], dtype=np.float32)
+        start = 0
+        for count, weight in self.query_groups():
+            best = values[:, start : start + count].max(axis=1)
+            out += np.float32(weight) * best
+            start += count
+        return out if per_query.ndim == 2 else out[:1]
+
     def with_bonus(self, bonus: NDArray[np.float32] | None) -> Scorer:
         if bonus is None:
             return self
         add = bonus if self.add is None else self.add + bonus
-        return Scorer(self.queries, self.weight, self.alt, add, self.negatives, self.beta)
+        return dataclasses.replace(self, add=add)
 
     def score(
         self, vectors: NDArray[np.float32], rows: NDArray[np.intp], dense: NDArray[np.float32]
     ) -> NDArray[np.float32]:
-        """Scores of the books at ``rows`` (their ``vectors``; ``dense``: their dense part)."""
+        """Scores of the books at ``rows`` (their ``vectors``; ``dense``: their dense part,
+        :meth:`combine` of their cosines)."""
         if self.queries is not None:
-            out = np.float32(self.weight) * dense if self.weight != 1.0 else dense.copy()
+            out = dense.copy()
             if self.alt is not None:
                 np.maximum(out, self.alt[rows], out=out)
         elif self.alt is not None:
@@ -110,32 +147,72 @@ def profile_scorer(
     ``"average"`` ranks by cosine to one profile vector: the weighted mean of the positives
     minus ``beta`` times the mean of the disliked books (keyword-matched texts add their
     weighted keyword scores). ``"best"`` ranks by the best match to any single positive,
-    minus ``beta`` times the closest disliked book.
+    minus ``beta`` times the closest disliked book. ``"blend"`` (the default) adds the two:
+    :data:`BLEND_AVERAGE_SHARE` of the averaged profile's cosine and the rest of the best
+    match's, so books close to what the reader's books share rank first without losing those
+    close to one interest only (one averaged vector blurs a reader of several genres; the best
+    single match ignores agreement between books).
     """
+    if strategy == "average":
+        return _average(signals, negatives, beta, lexical)
+    if strategy == "best":
+        return _best(signals, negatives, beta, lexical)
+    dense = [s for s in signals if s.vector is not None]
+    average = _average(signals, negatives, beta, lexical)
+    if len(dense) < 2 or average.queries is None:
+        return average  # one positive: both halves rank alike
+    share = BLEND_AVERAGE_SHARE
+    positives = np.stack([s.vector for s in dense if s.vector is not None])
+    queries = np.concatenate([average.queries, positives])
+    groups = ((1, share * average.weight), (len(dense), (1.0 - share) * average.weight))
+    return Scorer(
+        queries.astype(np.float32, copy=False),
+        add=average.add,
+        negatives=negatives,
+        beta=(1.0 - share) * beta,
+        groups=groups,
+    )
+
+
+def _average(
+    signals: Sequence[Signal],
+    negatives: NDArray[np.float32] | None,
+    beta: float,
+    lexical: LexicalScores,
+) -> Scorer:
     dense = [s for s in signals if s.vector is not None]
     texts = [s for s in signals if s.vector is None]
-    if strategy == "average":
-        total = sum(s.weight for s in dense)
-        weight_sum = total + sum(s.weight for s in texts)
-        add = None
-        for s in texts:
-            part = np.float32(s.weight / weight_sum) * lexical(s.text or "")
-            add = part if add is None else add + part
-        if not dense:
-            return Scorer(add=add, negatives=negatives, beta=beta)
-        profile = sum(s.weight * s.vector for s in dense if s.vector is not None)
-        profile = np.asarray(profile, dtype=np.float32) / np.float32(total)
-        if negatives is not None:
-            profile = profile - np.float32(beta) * negatives.mean(axis=0)
-        norm = float(np.linalg.norm(profile))
-        if norm < 1e-6:
-            raise EmptyProfileError("the liked and disliked books cancel each other out")
-        query = (profile / np.float32(norm))[None, :].astype(np.float32)
-        return Scorer(query, total / weight_sum, add=add)
-    alt = None
+    total = sum(s.weight for s in dense)
+    weight_sum = total + sum(s.weight for s in texts)
+    add = None
     for s in texts:
-        scores = lexical(s.text or "")
-        alt = scores if alt is None else np.maximum(alt, scores)
+        part = np.float32(s.weight / weight_sum) * lexical(s.text or "")
+        add = part if add is None else add + part
+    if not dense:
+        return Scorer(add=add, negatives=negatives, beta=beta)
+    profile = sum(s.weight * s.vector for s in dense if s.vector is not None)
+    profile = np.asarray(profile, dtype=np.float32) / np.float32(total)
+    if negatives is not None:
+        profile = profile - np.float32(beta) * negatives.mean(axis=0)
+    norm = float(np.linalg.norm(profile))
+    if norm < 1e-6:
+        raise EmptyProfileError("the liked and disliked books cancel each other out")
+    query = (profile / np.float32(norm))[None, :].astype(np.float32)
+    return Scorer(query, total / weight_sum, add=add)
+
+
+def _best(
+    signals: Sequence[Signal],
+    negatives: NDArray[np.float32] | None,
+    beta: float,
+    lexical: LexicalScores,
+) -> Scorer:
+    dense = [s for s in signals if s.vector is not None]
+    alt = None
+    for s in signals:
+        if s.vector is None:
+            scores = lexical(s.text or "")
+            alt = scores if alt is None else np.maximum(alt, scores)
     queries = np.stack([s.vector for s in dense if s.vector is not None]) if dense else None
     return Scorer(queries, alt=alt, negatives=negatives, beta=beta)
 
@@ -161,5 +238,5 @@ def strongest_signals(
             if text not in keyword_scores:
                 keyword_scores[text] = lexical(text)
             sims = keyword_scores[text][rows]
-        support[:, j] = sims if strategy == "best" else s.weight * sims
+        support[:, j] = s.weight * sims if strategy == "average" else sims
     return [signals[int(j)].reason for j in np.argmax(support, axis=1)]

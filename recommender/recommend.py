@@ -24,6 +24,7 @@ next query anywhere sees the change.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -37,7 +38,7 @@ from numpy.typing import NDArray
 from bookrec.client import Embedder, EmbeddingUnavailable, Reranker, normalize
 
 from .book import Book, normalize_name
-from .candidates import RowSpace, top_candidates
+from .candidates import Candidates, RowSpace, top_candidates
 from .catalog import Catalog
 from .diversity import select_diverse
 from .errors import (
@@ -47,15 +48,25 @@ from .errors import (
     UnknownBookError,
 )
 from .filters import Filters
+from .fusion import Fusion, fuse
 from .hybrid import HybridScoring
 from .index import VectorIndex, check_compatible
-from .lexical import LexicalScorer
+from .lexical import KeywordIndex
 from .live import embed_books
 from .numpy_store import NumpyStore
-from .profile import ProfileWeights, Scorer, Signal, Strategy, profile_scorer, strongest_signals
+from .profile import (
+    DEFAULT_STRATEGY,
+    ProfileWeights,
+    Scorer,
+    Signal,
+    Strategy,
+    profile_scorer,
+    strongest_signals,
+)
+from .ranking import NEG_INF, top_k
 from .rerank import RerankSettings, reader_query, rerank_scores
 from .store import VectorStore, store_location
-from .text import book_text
+from .text import keyword_text
 
 __all__ = ["Recommendation", "Recommender"]
 
@@ -64,6 +75,8 @@ logger = logging.getLogger(__name__)
 _REASON_TEXT_CHARS = 60
 #: ``reasons(ids, vectors)``: one reason per chosen book.
 Reasons = Callable[[list[str], NDArray[np.float32]], list[str]]
+#: The keyword score of every row for one ranking, computed only when the fusion needs it.
+KeywordQuery = Callable[[], NDArray[np.float32]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +132,12 @@ class Recommender:
     :class:`NumpyStore` over ``catalog``. ``embedder`` is needed only for free text
     (``search`` and ``preferences``); without one, or when it is unavailable, free text is
     matched with TF-IDF and results are degraded. ``instruction`` overrides the embedder's
-    default query instruction. ``hybrid`` turns on the rating/popularity boost
-    (:class:`HybridScoring`). ``reranker`` (e.g. the embedding client, whose ``rerank`` calls
-    its own servers) serves ``rerank=True``, as ``rerank_settings`` say. Filters are keyword
-    arguments named as the fields of :class:`Filters`.
+    default query instruction. ``fusion`` says how the dense and the keyword rankings combine
+    (:class:`~recommender.fusion.Fusion`: both by reciprocal rank unless told otherwise).
+    ``hybrid`` turns on the rating/popularity boost (:class:`HybridScoring`). ``reranker``
+    (e.g. the embedding client, whose ``rerank`` calls its own servers) serves
+    ``rerank=True``, as ``rerank_settings`` say. Filters are keyword arguments named as the
+    fields of :class:`Filters`.
     """
 
     def __init__(
@@ -137,6 +152,7 @@ class Recommender:
         follow: bool = True,
         reranker: Reranker | None = None,
         rerank_settings: RerankSettings | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         if isinstance(store, VectorIndex):
             store = NumpyStore(store, catalog)
@@ -149,6 +165,7 @@ class Recommender:
         self.follow = follow
         self.reranker = reranker
         self.rerank_settings = rerank_settings or RerankSettings()
+        self.fusion = fusion or Fusion()
         if embedder is not None:
             check_compatible(self.store.identity, embedder, where=self._where)
         self._lock = threading.Lock()
@@ -219,6 +236,7 @@ class Recommender:
         (book,) = view.books_of([book_id])
         scorer = Scorer(view.store.vectors([book_id]))
         reason = f"similar to {book.title}"
+        row = view.row_of[book_id]
         return self._select(
             view,
             scorer,
@@ -228,6 +246,7 @@ class Recommender:
             diversity,
             lambda ids, _vectors: [reason] * len(ids),
             degraded=False,
+            keywords=lambda: view.keywords.row_scores([row]),
         )
 
     def search(
@@ -246,8 +265,8 @@ class Recommender:
             raise ValueError("the search text is empty")
         parsed = Filters.parse(**filters)
         view = self._current()
-        vectors = self._embed_queries([text])
-        scorer = Scorer(add=view.lexical.scores(text)) if vectors is None else Scorer(vectors)
+        vectors = self._embed_queries([text]) if self.fusion.uses_dense else None
+        scorer = Scorer(add=view.keyword_scores(text)) if vectors is None else Scorer(vectors)
         reason = f"matches {_quote(text)}"
         stage = _SecondStage(text, self.rerank_settings.search_instruction) if rerank else None
         return self._select(
@@ -258,8 +277,9 @@ class Recommender:
             frozenset(),
             diversity,
             lambda ids, _vectors: [reason] * len(ids),
-            degraded=vectors is None,
+            degraded=vectors is None and self.fusion.uses_dense,
             rerank=stage,
+            keywords=lambda: view.keyword_scores(text),
         )
 
     def recommend(
@@ -270,7 +290,7 @@ class Recommender:
         disliked: Sequence[str] = (),
         preferences: Sequence[str] = (),
         k: int = 10,
-        strategy: Strategy = "average",
+        strategy: Strategy = DEFAULT_STRATEGY,
         diversity: float = 0.0,
         exclude_read: bool = True,
         rerank: bool = False,
@@ -281,15 +301,18 @@ class Recommender:
         ``history`` and ``liked`` books pull, ``disliked`` books push away, ``preferences`` are
         free-text wishes embedded as queries. ``strategy="average"`` ranks by cosine to one
         profile vector (the weighted mean of the positives minus the disliked);
-        ``strategy="best"`` ranks by the best match to any single positive. Each result names
-        the positive that contributes most to it. Read and liked books (and their other
+        ``strategy="best"`` ranks by the best match to any single positive;
+        ``strategy="blend"`` (the default) adds half of each (:func:`profile_scorer`). The
+        keyword ranking fused with it (:attr:`fusion`) is that of the weighted sum of the
+        positives' keyword vectors and the wishes' texts. Each result names the positive that
+        contributes most to it. Read and liked books (and their other
         editions) are left out unless ``exclude_read=False``; disliked ones always are.
         ``rerank``: the best candidates rescored by the reranker against the reader's wishes and
         liked books (:func:`reader_query`).
         """
         _check_k(k)
-        if strategy not in ("average", "best"):
-            raise ValueError(f"strategy must be 'average' or 'best', not {strategy!r}")
+        if strategy not in ("blend", "average", "best"):
+            raise ValueError(f"strategy must be 'blend', 'average' or 'best', not {strategy!r}")
         parsed = Filters.parse(**filters)
         for name, value in (
             ("history", history),
@@ -329,12 +352,18 @@ class Recommender:
         ]
         degraded = False
         if prefs:
-            pref_vectors = self._embed_queries(prefs)
-            degraded = pref_vectors is None
+            pref_vectors = self._embed_queries(prefs) if self.fusion.uses_dense else None
+            degraded = pref_vectors is None and self.fusion.uses_dense
             for i, text in enumerate(prefs):
                 vec = None if pref_vectors is None else pref_vectors[i]
                 signals.append(Signal(f"matches {_quote(text)}", w.preference, vec, text))
         negatives = store.vectors([b.id for b in disliked_books]) if disliked_books else None
+        rows = [view.row_of[b.id] for b in positives]
+        row_weights = [w.liked if b.id in liked_ids else w.history for b in positives]
+
+        def keywords() -> NDArray[np.float32]:
+            return view.keywords.query_scores(rows, row_weights, prefs, w.preference)
+
         scorer = profile_scorer(signals, negatives, strategy, w.disliked, view.keyword_scores)
         excluded = list(disliked_books)
         if exclude_read:
@@ -358,6 +387,7 @@ class Recommender:
             reasons,
             degraded=degraded,
             rerank=stage,
+            keywords=keywords,
         )
 
     # -- selection ----------------------------------------------------------------------------
@@ -374,18 +404,21 @@ class Recommender:
         *,
         degraded: bool,
         rerank: _SecondStage | None = None,
+        keywords: KeywordQuery | None = None,
     ) -> list[Recommendation]:
         """The ``k`` results: the best candidates, one per work, within the caps (MMR when
-        ``diversity`` > 0); the pool of candidates grows until enough survive. With ``rerank``
-        the first stage picks ``rerank_settings.candidates`` books that way, without MMR, and
-        the reranker's scores order them (MMR then runs over those scores)."""
+        ``diversity`` > 0); the pool of candidates grows until enough survive. Candidates are
+        ranked by ``scorer`` fused with the ``keywords`` ranking as :attr:`fusion` says. With
+        ``rerank`` the first stage picks ``rerank_settings.candidates`` books that way, without
+        MMR, and the reranker's scores order them (MMR then runs over those scores)."""
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be between 0 and 1, got {diversity}")
         if self.hybrid is not None:
             scorer = scorer.with_bonus(view.bonus(self.hybrid))
         if rerank is not None:
             n = max(self.rerank_settings.candidates, k)
-            found_ids, books, vectors = self._first_stage(view, scorer, n, filters, exclude)
+            ranked = _Ranking(view, scorer, keywords, self.fusion, filters, exclude)
+            found_ids, books, vectors = self._first_stage(view, ranked, n, filters)
             scores = rerank_scores(self.reranker, rerank.query, books, rerank.instruction)
             if scores is not None:
                 rel = np.asarray(scores, dtype=np.float64)
@@ -410,9 +443,10 @@ class Recommender:
                 ]
             # No reranker answered: the first stage's best k, as without rerank (logged).
         store = view.store
+        ranking = _Ranking(view, scorer, keywords, self.fusion, filters, exclude)
         pool = 3 * k + 10 if diversity == 0.0 else max(5 * k, 50)
         while True:
-            found = top_candidates(view.space, scorer, pool, filters=filters, exclude=exclude)
+            found = ranking.top(pool)
             books = [view.catalog.book(i) for i in found.ids]
             vectors = found.vectors
             if diversity > 0 and vectors is None:
@@ -437,13 +471,13 @@ class Recommender:
         ]
 
     def _first_stage(
-        self, view: _View, scorer: Scorer, n: int, filters: Filters, exclude: frozenset[str]
+        self, view: _View, ranking: _Ranking, n: int, filters: Filters
     ) -> tuple[list[str], list[Book], NDArray[np.float32] | None]:
         """The best ``n`` candidates for the reranker, one per work, within the caps: their
         ids, books and vectors (when the store returned them)."""
         pool = 3 * n + 10
         while True:
-            found = top_candidates(view.space, scorer, pool, filters=filters, exclude=exclude)
+            found = ranking.top(pool)
             books = [view.catalog.book(i) for i in found.ids]
             picked = select_diverse(
                 found.scores, n, groups=[view.groups(b) for b in books], caps=filters.caps
@@ -488,6 +522,62 @@ class Recommender:
         return store_location(self.store)
 
 
+class _Ranking:
+    """One ranking's candidates: the scorer's (through the store), fused with the keyword
+    ranking when the fusion and the query have one (:mod:`.fusion`)."""
+
+    def __init__(
+        self,
+        view: _View,
+        scorer: Scorer,
+        keywords: KeywordQuery | None,
+        fusion: Fusion,
+        filters: Filters,
+        exclude: frozenset[str],
+    ) -> None:
+        self.view = view
+        self.scorer = scorer
+        self.fusion = fusion
+        self.filters = filters
+        self.exclude = exclude
+        self._keywords = keywords if fusion.uses_lexical else None
+        self._masked: NDArray[np.float32] | None = None
+
+    def top(self, pool: int) -> Candidates:
+        """The best ``pool`` candidates (fewer when there are no more)."""
+        if self._keywords is None:
+            return self._dense(pool)
+        view = self.view
+        depth = max(pool, self.fusion.depth)
+        lex_rows, lex_scores = top_k(self._keyword_scores(), depth)
+        if self.fusion.uses_dense:
+            dense = self._dense(depth)
+            dense_rows, dense_scores = view.space.rows(dense.ids), dense.scores
+        else:
+            dense_rows = np.empty(0, dtype=np.intp)
+            dense_scores = np.empty(0, dtype=np.float32)
+        fusion = dataclasses.replace(self.fusion, depth=depth)
+        rows, scores = fuse(fusion, dense_rows, dense_scores, lex_rows, lex_scores)
+        rows, scores = rows[:pool], scores[:pool]
+        ids = tuple(view.ids[r] for r in rows.tolist())
+        return Candidates(ids, scores.astype(np.float32), view.store.vectors(ids))
+
+    def _dense(self, pool: int) -> Candidates:
+        return top_candidates(
+            self.view.space, self.scorer, pool, filters=self.filters, exclude=self.exclude
+        )
+
+    def _keyword_scores(self) -> NDArray[np.float32]:
+        """The keyword scores of the rows this ranking may return (others, and rows sharing no
+        term with the query, score -inf), computed once."""
+        if self._masked is None:
+            assert self._keywords is not None
+            scores = self._keywords()
+            allowed = self.view.space.allowed(self.filters, self.exclude) & (scores > 0)
+            self._masked = np.where(allowed, scores, NEG_INF).astype(np.float32, copy=False)
+        return self._masked
+
+
 class _View:
     """The recommender's picture of its store at one revision: the catalog, the store pinned
     there, each row's book, the editions of each work and the keyword index (built when first
@@ -505,13 +595,13 @@ class _View:
         self._bonus: dict[HybridScoring, NDArray[np.float32]] = {}
 
     @cached_property
-    def lexical(self) -> LexicalScorer:
-        return LexicalScorer([book_text(b) if b is not None else "" for b in self.books])
+    def keywords(self) -> KeywordIndex:
+        """The keyword index of the rows' book texts, built on first use."""
+        return KeywordIndex([keyword_text(b) if b is not None else "" for b in self.books])
 
     def keyword_scores(self, text: str) -> NDArray[np.float32]:
-        """TF-IDF scores of every row for ``text``; the keyword index is built on first use
-        only (a profile of stored vectors alone never needs it)."""
-        return self.lexical.scores(text)
+        """TF-IDF scores of every row for ``text``."""
+        return self.keywords.text_scores(text)
 
     def bonus(self, hybrid: HybridScoring) -> NDArray[np.float32]:
         found = self._bonus.get(hybrid)

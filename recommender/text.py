@@ -11,7 +11,13 @@ import hashlib
 
 from .book import Book
 
-__all__ = ["BOOK_TEXT_VERSION", "MAX_BOOK_TEXT_CHARS", "book_text", "content_hash"]
+__all__ = [
+    "BOOK_TEXT_VERSION",
+    "MAX_BOOK_TEXT_CHARS",
+    "book_text",
+    "content_hash",
+    "keyword_text",
+]
 
 #: Version of :func:`book_text`. Change it whenever the text template changes; it is stored in
 #: the index manifest and mixed into :func:`content_hash`, so every book is re-embedded.
@@ -46,3 +52,10 @@ def content_hash(book: Book) -> str:
     """Hex digest of :func:`book_text` (and its version): equal hashes mean equal vectors."""
     payload = f"{BOOK_TEXT_VERSION}\x00{book_text(book)}".encode()
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def keyword_text(book: Book) -> str:
+    """The text a book's keywords come from: title, authors, tags and summary, unlabelled
+    (a label shared by every book would be a term of every book)."""
+    parts = [book.title, " ".join(book.authors), " ".join(book.tags), book.summary]
+    return "\n".join(p for p in parts if p)

@@ -15,12 +15,15 @@ import pytest
 
 from bookrec.client import ModelIdentity, normalize
 from bookrec.recommender import Catalog, Recommender
+from bookrec.recommender.fusion import Fusion
 from bookrec.recommender.pgstore.replicas import ReadRouting
 from bookrec.recommender.pgstore.store import PostgresStore
 from tests.pg.conftest import EmbeddedServer
 from tests.recommender.conftest import make_books
 
 IDENTITY = ModelIdentity("fake/embedder", 8)
+# Dense ranking alone: these tests follow vectors between servers.
+DENSE = Fusion(mode="dense")
 
 
 class Standby(EmbeddedServer):
@@ -97,7 +100,7 @@ def test_a_book_indexed_on_the_primary_is_recommended_from_the_standby(
     _caught_up(routing, standby.dsn)
     with PostgresStore.open(routing.read_dsn(), index="replicated") as reader:
         assert "b019" in reader
-        rec = Recommender(Catalog(books), reader)
+        rec = Recommender(Catalog(books), reader, fusion=DENSE)
         assert rec.similar("b003", k=1)[0].book.id == "b019"
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             reader.delete(["b000"])  # writes belong to the primary
@@ -146,8 +149,8 @@ def test_a_store_opened_with_replicas_reads_there_and_writes_to_the_primary(
         PostgresStore.open(primary.dsn, **opened) as other,  # type: ignore[arg-type]
     ):
         assert store.read_dsn == standby.dsn
-        writer = Recommender(Catalog(books[:11]), store, follow=True)
-        reader = Recommender(Catalog(books[:11]), other)
+        writer = Recommender(Catalog(books[:11]), store, follow=True, fusion=DENSE)
+        reader = Recommender(Catalog(books[:11]), other, fusion=DENSE)
         # The write goes to the primary (the standby refuses writes); the writer reads its own
         # write at once, from the primary until the standby has replayed it.
         store.upsert(books[11:], normalize(vectors[2] + 0.01)[None, :], ["h11"])

@@ -27,9 +27,13 @@ from bookrec.recommender import (
     book_text,
     build_index,
 )
+from bookrec.recommender.fusion import Fusion
 from tests.recommender.conftest import FakeEmbedder, make_books, text_vector, write_jsonl
 
 DIM = 16
+# Dense ranking alone: these tests follow vectors through live updates (test_fusion.py checks
+# the hybrid ranking).
+DENSE = Fusion(mode="dense")
 IDENTITY = ModelIdentity("fake/embedder", DIM)
 
 #: ``open_twice(catalog)`` -> two stores over the same books, opened separately.
@@ -79,8 +83,8 @@ def test_a_put_book_is_recommended_by_the_next_query_of_another_process(
     catalog = Catalog(make_books(30))
     store_a, store_b = open_twice(catalog)
     embedder = FakeEmbedder(DIM)
-    writer = Recommender(catalog, store_a, embedder)
-    reader = Recommender(catalog, store_b, FakeEmbedder(DIM))
+    writer = Recommender(catalog, store_a, embedder, fusion=DENSE)
+    reader = Recommender(catalog, store_b, FakeEmbedder(DIM), fusion=DENSE)
     before = [r.book.id for r in reader.similar("b004", k=3)]
 
     new = _near(catalog["b004"], embedder, "A brand new book")
@@ -98,8 +102,8 @@ def test_a_put_book_is_recommended_by_the_next_query_of_another_process(
 def test_a_replaced_book_shows_its_new_metadata_everywhere(open_twice: OpenTwice) -> None:
     catalog = Catalog(make_books(30))
     store_a, store_b = open_twice(catalog)
-    writer = Recommender(catalog, store_a, FakeEmbedder(DIM))
-    reader = Recommender(catalog, store_b)
+    writer = Recommender(catalog, store_a, FakeEmbedder(DIM), fusion=DENSE)
+    reader = Recommender(catalog, store_b, fusion=DENSE)
     old = catalog["b007"]
     renamed = Book(id=old.id, title="Renamed", authors=old.authors, summary=old.summary)
     writer.put_books([renamed])
@@ -111,8 +115,8 @@ def test_a_replaced_book_shows_its_new_metadata_everywhere(open_twice: OpenTwice
 def test_a_deleted_book_is_never_returned_again(open_twice: OpenTwice) -> None:
     catalog = Catalog(make_books(30))
     store_a, store_b = open_twice(catalog)
-    writer = Recommender(catalog, store_a, FakeEmbedder(DIM))
-    reader = Recommender(catalog, store_b, FakeEmbedder(DIM))
+    writer = Recommender(catalog, store_a, FakeEmbedder(DIM), fusion=DENSE)
+    reader = Recommender(catalog, store_b, FakeEmbedder(DIM), fusion=DENSE)
     gone = reader.similar("b010", k=1)[0].book.id
     writer.delete_books([gone])
     for rec in (writer, reader):
@@ -127,7 +131,7 @@ def test_a_deleted_book_is_never_returned_again(open_twice: OpenTwice) -> None:
 def test_an_unchanged_store_keeps_the_view(open_twice: OpenTwice) -> None:
     catalog = Catalog(make_books(20))
     store_a, _ = open_twice(catalog)
-    rec = Recommender(catalog, store_a)
+    rec = Recommender(catalog, store_a, fusion=DENSE)
     rec.similar("b001")
     assert rec.refresh() is False
     store_a.delete(["b002"])
@@ -138,8 +142,8 @@ def test_an_unchanged_store_keeps_the_view(open_twice: OpenTwice) -> None:
 def test_follow_false_keeps_the_view_until_refresh(open_twice: OpenTwice) -> None:
     catalog = Catalog(make_books(20))
     store_a, store_b = open_twice(catalog)
-    writer = Recommender(catalog, store_a, FakeEmbedder(DIM))
-    pinned = Recommender(catalog, store_b, follow=False)
+    writer = Recommender(catalog, store_a, FakeEmbedder(DIM), fusion=DENSE)
+    pinned = Recommender(catalog, store_b, follow=False, fusion=DENSE)
     writer.delete_books(["b003"])
     assert "b003" in pinned.catalog
     assert pinned.refresh() is True
@@ -153,7 +157,7 @@ def test_put_refuses_an_embedder_with_another_document_prompt(tmp_path: Path) ->
     index, _ = build_index(tmp_path / "index", catalog, embedder)
     other = FakeEmbedder(DIM)
     other.prompt_formats = PromptFormats("{text}", "{text}", "")
-    rec = Recommender(catalog, index, other)
+    rec = Recommender(catalog, index, other, fusion=DENSE)
     with pytest.raises(IndexMismatchError, match="document prompt"):
         rec.put_books([Book(id="x", title="X")])
     assert other.calls == []
@@ -164,9 +168,9 @@ def test_put_needs_an_embedder_and_distinct_ids(tmp_path: Path) -> None:
     catalog = Catalog(make_books(5))
     index, _ = build_index(tmp_path / "index", catalog, FakeEmbedder(DIM))
     with pytest.raises(ValueError, match="embedder"):
-        Recommender(catalog, index).put_books([Book(id="x", title="X")])
+        Recommender(catalog, index, fusion=DENSE).put_books([Book(id="x", title="X")])
     with pytest.raises(ValueError, match="twice"):
-        Recommender(catalog, index, FakeEmbedder(DIM)).put_books(
+        Recommender(catalog, index, FakeEmbedder(DIM), fusion=DENSE).put_books(
             [Book(id="x", title="X"), Book(id="x", title="Y")]
         )
 
@@ -179,8 +183,9 @@ def test_live_books_survive_reopening_until_the_next_build(tmp_path: Path) -> No
     catalog = load_catalog(catalog_file)
     embedder = FakeEmbedder(DIM)
     index, _ = build_index(tmp_path / "index", catalog, embedder)
-    Recommender(catalog, index, embedder).put_books([Book(id="live", title="Live book")])
-    Recommender(catalog, index, embedder).delete_books(["b001"])
+    live = Book(id="live", title="Live book")
+    Recommender(catalog, index, embedder, fusion=DENSE).put_books([live])
+    Recommender(catalog, index, embedder, fusion=DENSE).delete_books(["b001"])
 
     reopened = Recommender(catalog, VectorIndex.open(tmp_path / "index"))
     assert "live" in reopened.catalog and "b001" not in reopened.catalog
@@ -224,14 +229,14 @@ def test_concurrent_writers_of_one_directory_lose_no_update(tmp_path: Path) -> N
     assert expected <= set(store.catalog().ids)
 
 
-def test_a_profile_of_stored_vectors_never_builds_the_keyword_index(tmp_path: Path) -> None:
+def test_dense_ranking_of_stored_vectors_never_builds_the_keyword_index(tmp_path: Path) -> None:
     catalog = Catalog(make_books(10))
     index, _ = build_index(tmp_path / "index", catalog, FakeEmbedder(DIM))
-    rec = Recommender(catalog, index, FakeEmbedder(DIM))
+    rec = Recommender(catalog, index, FakeEmbedder(DIM), fusion=DENSE)
     rec.recommend(liked=["b001"], disliked=["b002"], history=["b003"], k=3, strategy="best")
     rec.similar("b004", k=3)
     rec.recommend(preferences=["topic 3"], k=3)  # embedded: no keywords needed either
-    assert "lexical" not in vars(rec._view)
-    keywords = Recommender(catalog, index)  # no embedder: free text is matched by keywords
+    assert "keywords" not in vars(rec._view)
+    keywords = Recommender(catalog, index, fusion=DENSE)  # no embedder: matched by keywords
     assert keywords.search("topic 3", k=3)[0].degraded
-    assert "lexical" in vars(keywords._view)
+    assert "keywords" in vars(keywords._view)

@@ -20,7 +20,10 @@ from bookrec.recommender import (
     VectorIndex,
     VectorStore,
 )
+from bookrec.recommender.fusion import Fusion
 from tests.recommender.conftest import FakeEmbedder, MakeStore
+
+DENSE = Fusion(mode="dense")
 
 IDENTITY = ModelIdentity("fake/embedder", 3)
 BOOKS = [
@@ -72,7 +75,11 @@ def queries() -> FakeEmbedder:
 
 @pytest.fixture
 def rec(catalog: Catalog, index: VectorStore, queries: FakeEmbedder) -> Recommender:
-    return Recommender(catalog, index, queries, instruction="Find books for this reader")
+    # Dense ranking alone: these tests check cosines of hand-made vectors (test_fusion.py
+    # checks the hybrid ranking).
+    return Recommender(
+        catalog, index, queries, instruction="Find books for this reader", fusion=DENSE
+    )
 
 
 def test_similar_excludes_itself_and_other_editions(
@@ -120,7 +127,7 @@ def test_average_profile_disliked_pushes_away(rec: Recommender) -> None:
 
 
 def test_average_with_history_names_the_strongest_signal(rec: Recommender) -> None:
-    results = rec.recommend(liked=["a1"], history=["d"], k=4)
+    results = rec.recommend(liked=["a1"], history=["d"], k=4, strategy="average")
     assert ids(results) == ["b", "e", "c", "f"]
     assert results[1].reason == "because you liked Alpha"  # 1.0 * 0.6 > 0.6 * 0.8
     assert [round(r.score, 3) for r in results[:2]] == [0.976, 0.926]
@@ -184,9 +191,9 @@ def test_books_without_vectors(catalog: Catalog, queries: FakeEmbedder) -> None:
 def test_hybrid_score_is_off_by_default_and_documented(
     catalog: Catalog, index: VectorStore
 ) -> None:
-    plain = Recommender(catalog, index)
+    plain = Recommender(catalog, index, fusion=DENSE)
     assert ids(plain.similar("a1", k=3)) == ["b", "c", "e"]
-    boosted = Recommender(catalog, index, hybrid=HybridScoring(rating_weight=0.5))
+    boosted = Recommender(catalog, index, hybrid=HybridScoring(rating_weight=0.5), fusion=DENSE)
     results = boosted.similar("a1", k=3)
     # Gamma (4.5 stars) overtakes Beta (3.0): 0.8 + 0.5 * 0.8 > 0.949 + 0.5 * 0.2, and Delta
     # (4.8 stars, the most popular) overtakes Epsilon (2.0 stars): 0 + 0.46 + 0.05 > 0.6 - 0.1.
@@ -213,7 +220,7 @@ def test_degraded_path_when_every_endpoint_is_down(
     catalog: Catalog, index: VectorStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     down = FakeEmbedder(3, fail_after=0)
-    rec = Recommender(catalog, index, down)
+    rec = Recommender(catalog, index, down, fusion=DENSE)
     with caplog.at_level(logging.WARNING, logger="bookrec.recommender.recommend"):
         results = rec.search("dragons of the sea", k=2)
     assert ids(results) == ["f", "e"]

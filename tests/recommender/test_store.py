@@ -17,6 +17,7 @@ from bookrec.recommender import (
     VectorStore,
 )
 from bookrec.recommender.candidates import RowSpace, top_candidates
+from bookrec.recommender.fusion import Fusion
 from bookrec.recommender.profile import Scorer
 from tests.recommender.conftest import MakeStore, make_books
 
@@ -125,7 +126,7 @@ def test_two_stage_top_equals_a_full_scan(
     else:
         scorer = Scorer(queries, alt=lexical, add=prior, negatives=negatives, beta=0.5)
     found = top_candidates(space, scorer, 5, filters=None, exclude={"b002"})
-    full = scorer.score(vectors, np.arange(40), (vectors @ queries.T).max(axis=1))
+    full = scorer.score(vectors, np.arange(40), scorer.combine(vectors @ queries.T))
     full[2] = -np.inf
     order = np.lexsort((np.arange(40), -full))[:5]
     assert list(found.ids) == [f"b{r:03d}" for r in order]
@@ -135,7 +136,7 @@ def test_two_stage_top_equals_a_full_scan(
 def test_recommender_accepts_any_store(
     store: VectorStore, catalog: Catalog, vectors: np.ndarray
 ) -> None:
-    rec = Recommender(catalog, store)
+    rec = Recommender(catalog, store, fusion=Fusion(mode="dense"))  # the store's ranking
     assert rec.store is store
     results = rec.similar("b004", k=3)
     assert [r.book.id for r in results] == [
