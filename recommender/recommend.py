@@ -190,6 +190,12 @@ class Recommender:
         self.store.refresh()
         return self._sync()
 
+    def warm(self) -> None:
+        """Build now what the first ranking would otherwise build: the keyword index of the
+        books (about 12 s per 100,000 books on one core) when the fusion uses it."""
+        if self.fusion.uses_lexical:
+            _ = self._current().keywords
+
     def _sync(self) -> bool:
         if self.store.revision == self._view.revision:
             return False

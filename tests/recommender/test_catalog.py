@@ -172,6 +172,26 @@ def test_book_text_contents_bound_and_hash() -> None:
     assert BOOK_TEXT_VERSION
 
 
+@pytest.mark.parametrize(
+    ("language", "title", "expected"),
+    [
+        ("zh", "三体", "书名：三体\n作者：刘慈欣、X\n标签：科幻\n简介：S"),
+        (None, "三体", "书名：三体\n作者：刘慈欣、X\n标签：科幻\n简介：S"),  # by its script
+        (None, "ノルウェイの森", "書名：ノルウェイの森\n著者：刘慈欣、X\nタグ：科幻\nあらすじ：S"),
+        ("zh-Hant", "三體", "书名：三體\n作者：刘慈欣、X\n标签：科幻\n简介：S"),
+        ("en", "三体", "Title: 三体\nAuthors: 刘慈欣, X\nTags: 科幻\nSummary: S"),
+        ("fr", "Dune", "Title: Dune\nAuthors: 刘慈欣, X\nTags: 科幻\nSummary: S"),
+    ],
+)
+def test_book_text_labels_fields_in_the_books_language(
+    language: str | None, title: str, expected: str
+) -> None:
+    book = Book(
+        id="x", title=title, authors=("刘慈欣", "X"), tags=("科幻",), summary="S", language=language
+    )
+    assert book_text(book) == expected
+
+
 def test_work_key_groups_editions() -> None:
     a = work_key("The Three-Body Problem", ["Liu Cixin"])
     assert a == work_key("the three body problem (Anniversary Edition)", ["LIU CIXIN"])
