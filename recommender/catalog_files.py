@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .book import KNOWN_FIELDS, Book
+from .book import ISBN_FIELDS, KNOWN_FIELDS, Book
 from .catalog import Catalog
 from .errors import CatalogError
 
@@ -421,6 +421,16 @@ def book_from_record(record: dict[str, Any], name: str = "book", line: int | Non
     popularity = integer("popularity", 0, MAX_POPULARITY)
     language = text("language")
     series = text("series")
+    work_id = record.get("work_id")
+    if work_id is not None and (isinstance(work_id, bool) or not isinstance(work_id, str | int)):
+        raise fail(f"work_id must be a string, got {_type_name(work_id)}")
+    for key in ISBN_FIELDS:
+        value = record.get(key)
+        items = value if isinstance(value, list) else [value]
+        if value is not None and any(
+            isinstance(v, bool) or not isinstance(v, str | int) for v in items
+        ):
+            raise fail(f"{key} must be a string or a list of strings, got {_type_name(value)}")
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
     return Book(
         id=book_id,
