@@ -36,6 +36,13 @@ from .index import IndexManifest, IndexReport, VectorIndex, build_index
 from .lexical import LexicalEmbedder, LexicalScorer
 from .numpy_store import NumpyStore
 from .profile import ProfileWeights
+from .reading_log import (
+    MatchedLog,
+    ReadingLog,
+    ReadingLogError,
+    parse_reading_log,
+    read_reading_log,
+)
 from .recommend import Recommendation, Recommender
 from .rerank import (
     DEFAULT_RERANK_CANDIDATES,
@@ -68,8 +75,11 @@ __all__ = [
     "IndexReport",
     "LexicalEmbedder",
     "LexicalScorer",
+    "MatchedLog",
     "NumpyStore",
     "ProfileWeights",
+    "ReadingLog",
+    "ReadingLogError",
     "Recommendation",
     "Recommender",
     "RecommenderError",
@@ -83,6 +93,8 @@ __all__ = [
     "encode_texts",
     "find_similar_items",
     "load_catalog",
+    "parse_reading_log",
+    "read_reading_log",
     "reader_query",
     "recommend_items",
 ]
