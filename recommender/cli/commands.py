@@ -319,7 +319,9 @@ def _results_out(
     title: str,
     query: dict[str, Any],
     results: Sequence[recommender.Recommendation],
+    extra: dict[str, Any] | None = None,
 ) -> int:
+    """Print ``results`` as a table, or as the JSON envelope (with ``extra``'s keys)."""
     degraded = any(r.degraded for r in results)
     asked = bool(getattr(args, "rerank", False))
     reranked = any(r.reranked for r in results)
@@ -329,6 +331,7 @@ def _results_out(
             "degraded": degraded,
             "reranked": reranked,
             "results": [{"rank": i, **r.to_dict()} for i, r in enumerate(results, 1)],
+            **(extra or {}),
         }
         _print_json(envelope, out)
     else:
@@ -360,16 +363,22 @@ def cmd_similar(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
-    if not (args.history or args.liked or args.preference):
-        raise CliError("give at least one of --history, --liked or --prefer")
-    if args.preference or args.rerank:
-        with ExitStack() as stack:
+    log = _read_log(args.reading_log) if args.reading_log else None
+    if not (args.history or args.liked or args.preference or log is not None):
+        raise CliError("give at least one of --history, --liked, --prefer or --reading-log")
+    matched: recommender.MatchedLog | None = None
+    with ExitStack() as stack:
+        if args.preference or args.rerank:
             reranker = stack.enter_context(open_client(args)) if args.rerank else None
-            with _recommender(args, None, reranker, free_text=bool(args.preference)) as rec:
-                results = _run_recommend(rec, args)
-    else:
-        with _recommender(args) as rec:
-            results = _run_recommend(rec, args)
+            rec = stack.enter_context(
+                _recommender(args, None, reranker, free_text=bool(args.preference))
+            )
+        else:
+            rec = stack.enter_context(_recommender(args))
+        if log is not None:
+            matched = log.match(rec.catalog)
+            _report_log(matched)
+        results = _run_recommend(rec, args, matched)
     query = {
         "history": args.history,
         "liked": args.liked,
@@ -380,25 +389,71 @@ def cmd_recommend(args: argparse.Namespace, out: TextIO) -> int:
     }
     if args.rerank:
         query["rerank"] = True
-    return _results_out(args, out, "Recommendations", query, results)
+    if matched is None:
+        return _results_out(args, out, "Recommendations", query, results)
+    query["reading_log"] = args.reading_log
+    report = {"reading_log": {"file": args.reading_log, **matched.to_dict()}}
+    return _results_out(args, out, "Recommendations", query, results, report)
+
+
+def _read_log(path: str) -> recommender.ReadingLog:
+    """The reading log of ``--reading-log``; a file that is no export is a ``CliError``."""
+    try:
+        return recommender.read_reading_log(path)
+    except recommender.ReadingLogError as exc:
+        raise CliError(f"reading log {exc}") from None
+
+
+#: How many of the rows skipped or warned about are named on stderr (all are in --json).
+_LOG_ISSUES_SHOWN = 10
+
+
+def _report_log(matched: recommender.MatchedLog) -> None:
+    """The match report on stderr: one summary line, what the rows became, the bad rows."""
+    log = matched.log
+    print(
+        printable(f"reading log {log.source} ({log.label}): {matched.summary()}"),
+        file=sys.stderr,
+    )
+    print(f"  used: {matched.counts()}", file=sys.stderr)
+    issues = sorted(
+        [(s.line, f"skipped: {s.message}") for s in log.skipped]
+        + [(w.line, w.message) for w in log.warnings]
+    )
+    for line, message in issues[:_LOG_ISSUES_SHOWN]:
+        print(printable(f"warning: {log.source}:{line}: {message}"), file=sys.stderr)
+    if len(issues) > _LOG_ISSUES_SHOWN:
+        print(
+            f"warning: and {len(issues) - _LOG_ISSUES_SHOWN} more rows (--json lists them all)",
+            file=sys.stderr,
+        )
 
 
 def _run_recommend(
-    rec: recommender.Recommender, args: argparse.Namespace
+    rec: recommender.Recommender,
+    args: argparse.Namespace,
+    matched: recommender.MatchedLog | None = None,
 ) -> list[recommender.Recommendation]:
-    return list(
-        rec.recommend(
-            history=args.history,
-            liked=args.liked,
-            disliked=args.disliked,
-            preferences=args.preference,
-            k=args.k,
-            strategy=args.strategy,
-            diversity=args.diversity,
-            exclude_read=not args.include_read,
-            rerank=args.rerank,
-            **filters_from_args(args),
+    options: dict[str, Any] = {
+        "preferences": args.preference,
+        "k": args.k,
+        "strategy": args.strategy,
+        "diversity": args.diversity,
+        "exclude_read": not args.include_read,
+        "rerank": args.rerank,
+        **filters_from_args(args),
+    }
+    if matched is None:
+        return list(
+            rec.recommend(history=args.history, liked=args.liked, disliked=args.disliked, **options)
         )
+    if not (args.history or args.liked or args.preference or matched.history or matched.liked):
+        raise CliError(
+            "nothing to recommend from: the reading log has no read book that is in the "
+            f"catalog ({matched.summary()}); add --liked, --history or --prefer"
+        )
+    return matched.recommend(
+        rec, history=args.history, liked=args.liked, disliked=args.disliked, **options
     )
 
 

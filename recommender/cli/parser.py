@@ -12,6 +12,7 @@ from typing import NoReturn, TypeVar
 
 from ..index.build import DEFAULT_CHUNK_SIZE
 from ..index.scan import check_request
+from ..reading_log import RATING_RULE
 from ..rerank import DEFAULT_RERANK_CANDIDATES
 from .config import API_KEY_ENV, REPLICAS_ENV, RERANK_URL_ENV, STORE_ENV
 from .errors import EXIT_USAGE
@@ -346,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend",
         parents=[*common, catalog, ranking, endpoint, rerank],
         help="recommendations for a reader",
-        description="Recommendations from what a reader read, liked and disliked, and what "
-        "they say they want. Preference texts need the embedding service.",
+        description="Recommendations from what a reader read, liked and disliked (given as "
+        "ids, or as a Goodreads or StoryGraph export), and what they say they want. Preference "
+        "texts need the embedding service.",
     )
     for flag, what in (
         ("--history", "books already read"),
@@ -355,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("--disliked", "books the reader disliked"),
     ):
         p.add_argument(flag, action="extend", nargs="+", default=[], metavar="ID", help=what)
+    p.add_argument(
+        "--reading-log",
+        metavar="FILE",
+        help="a Goodreads or StoryGraph CSV export: its rows are matched to the catalog (ISBN, "
+        f"then title and author) and added to --history/--liked/--disliked; {RATING_RULE}. "
+        "Rows not in the catalog and rows that cannot be read are reported on stderr",
+    )
     p.add_argument(
         "--prefer",
         dest="preference",
