@@ -57,6 +57,7 @@ from .models import (
     BookResponse,
     Health,
     PutResponse,
+    ReaderResults,
     Readiness,
     RecommendationRequest,
     Results,
@@ -461,27 +462,46 @@ def create_app(
         query = {"similar_to": id, **rank, "filters": _public(filters)}
         return degraded("/v1/books/{id}/similar", _envelope(query, results))
 
-    @app.post("/v1/recommendations", response_model=Results, dependencies=read, responses=errors)
+    @app.post(
+        "/v1/recommendations", response_model=ReaderResults, dependencies=read, responses=errors
+    )
     def recommendations(body: RecommendationRequest) -> dict[str, Any]:
         """Books for a reader: history and liked books pull, disliked push away, preferences
-        (free text) are embedded as queries."""
+        (free text) are embedded as queries; a reading log (a Goodreads or StoryGraph export)
+        adds the books it rates, and its match report comes back as ``reading_log``."""
         if body.k > settings.max_k:
             raise InvalidRequest("body.k", f"k must be at most {settings.max_k}")
         filters = body.filters.keywords()
         _checked_filters(filters, "body.filters.")
-        results = state.recommender.recommend(
-            history=body.history,
-            liked=body.liked,
-            disliked=body.disliked,
-            preferences=body.preferences,
-            k=body.k,
-            strategy=body.strategy,
-            diversity=body.diversity,
-            exclude_read=body.exclude_read,
-            rerank=body.rerank,
+        rec = state.recommender
+        lists: dict[str, Any] = {
+            "history": body.history,
+            "liked": body.liked,
+            "disliked": body.disliked,
+        }
+        options: dict[str, Any] = {
+            "preferences": body.preferences,
+            "k": body.k,
+            "strategy": body.strategy,
+            "diversity": body.diversity,
+            "exclude_read": body.exclude_read,
+            "rerank": body.rerank,
             **filters,
-        )
-        return degraded("/v1/recommendations", _envelope(body.model_dump(), results))
+        }
+        query = body.model_dump(exclude={"reading_log"})
+        if body.reading_log is None:
+            results = rec.recommend(**lists, **options)
+            return degraded("/v1/recommendations", _envelope(query, results))
+        matched = _matched_log(rec, body.reading_log)
+        if not (body.history or body.liked or body.preferences or matched.history or matched.liked):
+            raise rl.EmptyProfileError(
+                "nothing to recommend from: the reading log has no read book that is in the "
+                f"catalog ({matched.summary()})"
+            )
+        results = matched.recommend(rec, **lists, **options)
+        envelope = _envelope(query, results)
+        envelope["reading_log"] = matched.to_dict()
+        return degraded("/v1/recommendations", envelope)
 
     @app.get("/v1/search", response_model=Results, dependencies=read, responses=errors)
     def search(
@@ -647,6 +667,17 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _matched_log(rec: rl.Recommender, text: str) -> rl.MatchedLog:
+    """The reading log of a request matched to the current catalog; one that is no export is
+    a 422 naming ``body.reading_log``."""
+    try:
+        log = rl.parse_reading_log(text, source="reading_log")
+    except rl.ReadingLogError as exc:
+        raise InvalidRequest("body.reading_log", exc.reason) from None
+    rec.refresh()
+    return log.match(rec.catalog)
 
 
 def _public(filters: dict[str, Any]) -> dict[str, Any]:

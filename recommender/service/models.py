@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bookrec.recommender.reading_log import MAX_READING_LOG_BYTES, RATING_RULE
+
 __all__ = [
     "MAX_IDS",
     "MAX_K",
@@ -20,7 +22,9 @@ __all__ = [
     "FiltersIn",
     "Health",
     "PutResponse",
+    "ReaderResults",
     "Readiness",
+    "ReadingLogReport",
     "RecommendationRequest",
     "ResultOut",
     "Results",
@@ -87,6 +91,14 @@ class RecommendationRequest(BaseModel):
         False,
         description="rescore the best candidates with the reranker against the reader's "
         "wishes and liked books",
+    )
+    reading_log: Annotated[str, StringConstraints(max_length=MAX_READING_LOG_BYTES)] | None = Field(
+        None,
+        description="the text of a Goodreads or StoryGraph CSV export (the file as it was "
+        "downloaded; the body limit of the service, 1 MiB unless --max-body-bytes says "
+        "otherwise, bounds it): its rows are matched to the catalog (ISBN, then title and "
+        f"author) and added to history, liked and disliked; {RATING_RULE}. The response's "
+        "reading_log reports the matches, the rows not in the catalog and the rows skipped",
     )
 
 
@@ -162,6 +174,60 @@ class Results(BaseModel):
     degraded: bool
     reranked: bool = False
     results: list[ResultOut]
+
+
+class LogIssueOut(BaseModel):
+    """A row of the reading log skipped, or read with a warning: its line in the file."""
+
+    line: int
+    message: str
+
+
+class LogMatchOut(BaseModel):
+    """A row matched to a catalog book, and how: ``isbn``, ``title+author`` or ``title``."""
+
+    line: int
+    title: str
+    id: str
+    by: Literal["isbn", "title+author", "title"]
+
+
+class LogUnmatchedOut(BaseModel):
+    """A row no catalog book was found for, as read, and why."""
+
+    line: int
+    title: str
+    authors: list[str]
+    isbns: list[str]
+    rating: float | None
+    status: Literal["read", "currently-reading", "to-read", "did-not-finish", "other"]
+    reason: str
+
+
+class ReadingLogReport(BaseModel):
+    """How a reading log was read: its format, the rows read and matched, what the matched
+    rows became (book ids), the rows not in the catalog, the rows skipped (a line that could
+    not be read) and the rows read with a warning (an ISBN that is no ISBN, a custom shelf)."""
+
+    format: Literal["goodreads", "storygraph"]
+    rows: int
+    matched: int
+    history: list[str]
+    liked: list[str]
+    disliked: list[str]
+    currently_reading: list[str] = Field(description="left out of the results")
+    to_read: list[str] = Field(description="no signal; they may be recommended")
+    matches: list[LogMatchOut]
+    unmatched: list[LogUnmatchedOut]
+    skipped: list[LogIssueOut]
+    warnings: list[LogIssueOut]
+
+
+class ReaderResults(Results):
+    """The result envelope of a reader's recommendations, with the match report of the
+    reading log when the request had one."""
+
+    reading_log: ReadingLogReport | None = None
 
 
 class Health(BaseModel):
