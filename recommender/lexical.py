@@ -13,10 +13,19 @@ on character n-grams (``analyzer="char_wb"``, 1 to 3 characters) reduced by trun
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
+import os
 import re
+import secrets
+import shutil
+import time
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +40,16 @@ if TYPE_CHECKING:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-__all__ = ["LEXICAL_MODEL_PREFIX", "KeywordIndex", "LexicalEmbedder", "LexicalScorer", "keywords"]
+__all__ = [
+    "LEXICAL_MODEL_PREFIX",
+    "KeywordIndex",
+    "LexicalEmbedder",
+    "LexicalScorer",
+    "cached_keyword_index",
+    "keywords",
+]
+
+logger = logging.getLogger(__name__)
 
 #: ``LexicalEmbedder.identity.model`` starts with this, followed by a corpus fingerprint.
 LEXICAL_MODEL_PREFIX = "bookrec-lexical-tfidf/"
@@ -66,6 +84,8 @@ _STOP_WORDS = frozenset(
     there these they this those through to too under until up very was we were what when where
     which while who whom why will with would you your yours yourself yourselves""".split()  # noqa: SIM905
 )
+# Longer "words" (hashes, URLs run together) are no keywords; the cap bounds the term table.
+_MAX_TERM = 32
 #: Terms kept from a query built out of books (the strongest by weight): a "more like this"
 #: query of a long summary would otherwise touch the postings of every common word.
 QUERY_TERMS = 96
@@ -74,7 +94,7 @@ QUERY_TERMS = 96
 def keywords(text: str) -> list[str]:
     """The terms of ``text`` that :class:`KeywordIndex` counts.
 
-    Case- and width-folded (NFKC); words of two or more characters that are not English stop
+    Case- and width-folded (NFKC); words of 2 to 32 characters that are not English stop
     words; in CJK runs every character and every pair of adjacent characters.
     """
     stop = _STOP_WORDS
@@ -84,7 +104,7 @@ def keywords(text: str) -> list[str]:
         if "\u3040" <= run[0] <= "\ud7af" or "\uf900" <= run[0] <= "\ufaff":
             out.extend(run)
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
-        elif len(run) > 1 and run not in stop:
+        elif 1 < len(run) <= _MAX_TERM and run not in stop:
             out.append(run)
     return out
 
@@ -94,23 +114,90 @@ class KeywordIndex:
 
     Row ``i`` is the keyword vector of ``texts[i]``; empty texts (rows without a book) score 0.
     :meth:`text_scores` ranks every row against a text, :meth:`row_scores` against the sum of
-    some rows' own vectors ("more like this", a reader's books).
+    some rows' own vectors ("more like this", a reader's books). :meth:`save` writes it as plain
+    ``.npy`` arrays that :meth:`load` maps back without reading them (no pickle).
     """
 
-    def __init__(self, texts: Sequence[str]) -> None:
+    def __init__(
+        self,
+        matrix: Any,
+        postings: Any,
+        terms: NDArray[np.bytes_],
+        idf: NDArray[np.float32],
+    ) -> None:
+        self._matrix = matrix  # CSR, rows x terms
+        self._postings = postings  # CSR, terms x rows (the transpose)
+        self._terms = terms  # sorted UTF-8 terms, one per column
+        self._idf = idf
+        self.size = int(matrix.shape[0])
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> KeywordIndex:
+        """The index of ``texts`` (its vocabulary is theirs)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self._vectorizer = TfidfVectorizer(
-            analyzer=keywords, sublinear_tf=True, dtype=np.float32, min_df=1
-        )
+        vectorizer = TfidfVectorizer(analyzer=keywords, sublinear_tf=True, dtype=np.float32)
         # A text of no terms at all still gets its row (all zeros), so rows line up.
-        self._matrix: Any = self._vectorizer.fit_transform([t or " " for t in texts]).tocsr()
-        self._transposed: Any = self._matrix.T.tocsr()
-        self.size = len(texts)
+        try:
+            matrix = vectorizer.fit_transform([t or " " for t in texts]).tocsr()
+        except ValueError:  # no text has a single term
+            from scipy.sparse import csr_matrix
+
+            matrix = csr_matrix((len(texts), 0), dtype=np.float32)
+            return cls(matrix, matrix.T.tocsr(), np.empty(0, "S1"), np.empty(0, np.float32))
+        names = vectorizer.get_feature_names_out()  # sorted, as the columns are
+        terms = np.array([t.encode() for t in names], dtype=np.bytes_)
+        idf = np.asarray(vectorizer.idf_, dtype=np.float32)
+        return cls(matrix, matrix.T.tocsr(), terms, idf)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write the index into ``directory`` (created; files replaced)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "terms": self._terms,
+            "idf": self._idf,
+            "data": self._matrix.data,
+            "indices": self._matrix.indices,
+            "indptr": self._matrix.indptr,
+            "postings-data": self._postings.data,
+            "postings-indices": self._postings.indices,
+            "postings-indptr": self._postings.indptr,
+        }
+        for name, array in arrays.items():
+            np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        (directory / "shape.json").write_text(
+            json.dumps(list(self._matrix.shape)) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> KeywordIndex:
+        """Map an index written by :meth:`save` (``OSError`` or ``ValueError`` when it is
+        missing or damaged)."""
+        from scipy.sparse import csr_matrix
+
+        def array(name: str) -> Any:
+            return np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        rows, columns = json.loads((directory / "shape.json").read_text(encoding="utf-8"))
+        terms, idf = array("terms"), array("idf")
+        if terms.shape != (columns,) or idf.shape != (columns,):
+            raise ValueError(f"{directory}: terms and idf do not match the shape")
+        matrix = csr_matrix(
+            (array("data"), array("indices"), array("indptr")), shape=(rows, columns)
+        )
+        postings = csr_matrix(
+            (array("postings-data"), array("postings-indices"), array("postings-indptr")),
+            shape=(columns, rows),
+        )
+        return cls(matrix, postings, terms, idf)
+
+    # -- scores --------------------------------------------------------------------------------
 
     def text_scores(self, text: str) -> NDArray[np.float32]:
         """Cosine of ``text``'s keyword vector to every row, shape (n,)."""
-        return self._scores(self._vectorizer.transform([text]))
+        return self._dense_scores(self._text_vector(text))
 
     def row_scores(
         self, rows: Sequence[int], weights: Sequence[float] | None = None
@@ -129,14 +216,31 @@ class KeywordIndex:
     ) -> NDArray[np.float32]:
         """Cosine of every row to the weighted sum of the vectors of ``rows`` and of ``texts``
         (each text weighing ``text_weight``), keeping its :data:`QUERY_TERMS` strongest terms."""
-        query = np.zeros(self._matrix.shape[1], dtype=np.float32)
+        query = np.zeros(self._terms.shape[0], dtype=np.float32)
         if len(rows):
             weights = np.asarray(row_weights, dtype=np.float32)
             query += np.asarray(self._matrix[list(rows)].T @ weights, dtype=np.float32).ravel()
-        if texts:
-            vectors = self._vectorizer.transform(list(texts))
-            query += np.float32(text_weight) * vectors.sum(axis=0).A1.astype(np.float32)
+        for text in texts:
+            query += np.float32(text_weight) * self._text_vector(text)
         return self._dense_scores(_strongest(query))
+
+    def _text_vector(self, text: str) -> NDArray[np.float32]:
+        """The unit keyword vector of ``text`` (as the rows were weighted), over the index's
+        terms; terms the index does not have are left out."""
+        vector = np.zeros(self._terms.shape[0], dtype=np.float32)
+        counts = Counter(keywords(text))
+        if not counts or not vector.shape[0]:
+            return vector
+        wanted = np.array([t.encode() for t in counts], dtype=np.bytes_)
+        at = np.searchsorted(self._terms, wanted)
+        found = (at < self._terms.shape[0]) & (
+            self._terms[np.minimum(at, self._terms.shape[0] - 1)] == wanted
+        )
+        tf = np.array(list(counts.values()), dtype=np.float32)[found]
+        columns = at[found]
+        vector[columns] = (1.0 + np.log(tf)) * self._idf[columns]
+        norm = float(np.linalg.norm(vector))
+        return vector / np.float32(norm) if norm else vector
 
     def _dense_scores(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
         norm = float(np.linalg.norm(query))
@@ -144,12 +248,61 @@ class KeywordIndex:
             return np.zeros(self.size, dtype=np.float32)
         terms = np.flatnonzero(query)
         # Sum the postings of the query's terms only: cost is their length, not the matrix's.
-        postings = self._transposed[terms]
+        postings = self._postings[terms]
         scores = postings.T @ (query[terms] / np.float32(norm))
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
-    def _scores(self, query: Any) -> NDArray[np.float32]:
-        return self._dense_scores(np.asarray(query.toarray(), dtype=np.float32).reshape(-1))
+
+#: Version of :func:`keywords` and of the weighting; part of each keyword index's fingerprint.
+KEYWORDS_VERSION = "1"
+# Keyword indexes kept in an index directory (the newest): one per recent set of book texts.
+_KEEP = 2
+
+
+def cached_keyword_index(texts: Sequence[str], directory: Path | None) -> KeywordIndex:
+    """The keyword index of ``texts``: mapped from ``directory`` when it holds one for exactly
+    these texts (their fingerprint names it), else fitted and written there for next time
+    (an unwritable directory only costs the next process the same fit)."""
+    if directory is None:
+        return KeywordIndex.fit(texts)
+    digest = hashlib.blake2b(KEYWORDS_VERSION.encode(), digest_size=16)
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1e")
+    path = directory / digest.hexdigest()
+    try:
+        loaded = KeywordIndex.load(path)
+        if loaded.size == len(texts):
+            return loaded
+    except (OSError, ValueError):
+        pass
+    index = KeywordIndex.fit(texts)
+    shutil.rmtree(path, ignore_errors=True)  # a damaged copy, if any
+    tmp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        index.save(tmp)
+        tmp.replace(path)
+        _prune(directory)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("keyword index not saved in %s: %s", directory, exc)
+    return index
+
+
+def _prune(directory: Path) -> None:
+    """Remove all but the newest :data:`_KEEP` keyword indexes (and dead temporary ones)."""
+    entries = sorted(
+        (p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
+    for old in entries[_KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    cutoff = time.time() - 3600
+    for tmp in directory.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < cutoff:  # left by a process that died while writing
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _strongest(query: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -51,7 +51,7 @@ from .filters import Filters
 from .fusion import Fusion, fuse
 from .hybrid import HybridScoring
 from .index import VectorIndex, check_compatible
-from .lexical import KeywordIndex
+from .lexical import KeywordIndex, cached_keyword_index
 from .live import embed_books
 from .numpy_store import NumpyStore
 from .profile import (
@@ -66,7 +66,7 @@ from .profile import (
 from .ranking import NEG_INF, top_k
 from .rerank import RerankSettings, reader_query, rerank_scores
 from .store import VectorStore, store_location
-from .text import keyword_text
+from .text import keyword_texts, keywords_dir
 
 __all__ = ["Recommendation", "Recommender"]
 
@@ -603,7 +603,7 @@ class _View:
     @cached_property
     def keywords(self) -> KeywordIndex:
         """The keyword index of the rows' book texts, built on first use."""
-        return KeywordIndex([keyword_text(b) if b is not None else "" for b in self.books])
+        return cached_keyword_index(keyword_texts(self.books), keywords_dir(self.store))
 
     def keyword_scores(self, text: str) -> NDArray[np.float32]:
         """TF-IDF scores of every row for ``text``."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from bookrec.client import is_cjk
 
@@ -20,7 +22,12 @@ __all__ = [
     "book_text",
     "content_hash",
     "keyword_text",
+    "keyword_texts",
+    "keywords_dir",
 ]
+
+#: The folder of an index directory that holds its keyword indexes.
+KEYWORDS_DIR = "keywords"
 
 #: Version of :func:`book_text`. Change it whenever the text template changes; it is stored in
 #: the index manifest and mixed into :func:`content_hash`, so every book is re-embedded.
@@ -88,3 +95,15 @@ def keyword_text(book: Book) -> str:
     (a label shared by every book would be a term of every book)."""
     parts = [book.title, " ".join(book.authors), " ".join(book.tags), book.summary]
     return "\n".join(p for p in parts if p)
+
+
+def keyword_texts(books: Sequence[Book | None]) -> list[str]:
+    """:func:`keyword_text` of each book, ``""`` for a row without one (row-aligned)."""
+    return [keyword_text(b) if b is not None else "" for b in books]
+
+
+def keywords_dir(store: object) -> Path | None:
+    """Where a store keeps its keyword indexes: the ``keywords`` folder of its index
+    directory, or ``None`` for stores without one (in memory, PostgreSQL)."""
+    path = getattr(getattr(store, "index", None), "path", None)
+    return Path(path) / KEYWORDS_DIR if path is not None else None

@@ -17,8 +17,8 @@ from bookrec.client import Embedder, EmbeddingError, ModelIdentity, ProgressCall
 from ..book import Book
 from ..catalog import Catalog
 from ..errors import IndexBuildError, IndexMismatchError, IndexNotFoundError, RecommenderError
-from ..lexical import LEXICAL_MODEL_PREFIX
-from ..text import BOOK_TEXT_VERSION, book_text, content_hash
+from ..lexical import LEXICAL_MODEL_PREFIX, cached_keyword_index
+from ..text import BOOK_TEXT_VERSION, KEYWORDS_DIR, book_text, content_hash, keyword_texts
 from .compat import check_compatible
 from .files import build_lock
 from .manifest import catalog_record
@@ -121,7 +121,11 @@ def build_index(
     started = time.monotonic()
     settings.directory.mkdir(parents=True, exist_ok=True)
     with build_lock(settings.directory):
-        return _Build(settings, catalog, embedder, started).run()
+        index, report = _Build(settings, catalog, embedder, started).run()
+        # The keyword half of hybrid ranking over the books as indexed, for queries to map.
+        books = [catalog.get(i) for i in index.ids]
+        cached_keyword_index(keyword_texts(books), settings.directory / KEYWORDS_DIR)
+        return index, report
 
 
 class _Build:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bookrec.client import ModelIdentity
-from bookrec.recommender import Book, Catalog, Recommender, VectorIndex
+from bookrec.recommender import Book, Catalog, Recommender, VectorIndex, build_index
 from bookrec.recommender.candidates import RowSpace, top_candidates
 from bookrec.recommender.fusion import Fusion, fuse
 from bookrec.recommender.lexical import QUERY_TERMS, KeywordIndex, keywords
 from bookrec.recommender.numpy_store import NumpyStore
 from bookrec.recommender.profile import Scorer, Signal, profile_scorer
+from tests.recommender.conftest import FakeEmbedder
 
 rows = np.array
 
@@ -80,7 +83,7 @@ def test_keywords_split_cjk_into_characters_and_bigrams() -> None:
 
 
 def test_keyword_index_scores_texts_and_rows() -> None:
-    index = KeywordIndex(["dragon fire", "dragon ice", "ice cream", "", "龙与火"])
+    index = KeywordIndex.fit(["dragon fire", "dragon ice", "ice cream", "", "龙与火"])
     text = index.text_scores("dragon")
     assert text[3] == 0 and text[2] == 0 and text[4] == 0
     assert text[0] > 0 and text[1] > 0
@@ -94,7 +97,7 @@ def test_keyword_index_scores_texts_and_rows() -> None:
 
 def test_row_queries_keep_only_the_strongest_terms() -> None:
     long = " ".join(f"word{i}" for i in range(QUERY_TERMS + 50))
-    index = KeywordIndex([long, "word1 other", "unrelated text"])
+    index = KeywordIndex.fit([long, "word1 other", "unrelated text"])
     scores = index.row_scores([0])
     assert scores[0] < 1.0  # pruned terms no longer count
     assert scores[2] == 0
@@ -175,3 +178,43 @@ def test_hybrid_search_fuses_the_text_keywords(tmp_path: object) -> None:
     rec = Recommender(catalog, index, fusion=Fusion(mode="lexical"))
     results = rec.search("cookbook", k=3)
     assert [r.book.id for r in results] == ["words"] and not results[0].degraded
+
+
+def test_text_vectors_are_weighted_as_the_rows() -> None:
+    texts = ["dragon dragon fire", "红楼梦 曹雪芹", "ice dragon", "fire and ice and fire"]
+    index = KeywordIndex.fit(texts)
+    for row, text in enumerate(texts):
+        # A text that is a row's own text scores that row 1 and the others as the row does.
+        assert index.text_scores(text) == pytest.approx(index.row_scores([row]), abs=1e-6)
+    assert index.text_scores("unknown words only").max() == 0
+
+
+def test_keyword_index_round_trips_through_files(tmp_path: Path) -> None:
+    texts = ["dragon fire", "dragon ice", "红楼梦", ""]
+    index = KeywordIndex.fit(texts)
+    index.save(tmp_path / "kw")
+    loaded = KeywordIndex.load(tmp_path / "kw")
+    assert loaded.text_scores("dragon 红楼") == pytest.approx(index.text_scores("dragon 红楼"))
+    assert loaded.row_scores([0, 2]) == pytest.approx(index.row_scores([0, 2]))
+
+
+def test_an_index_directory_keeps_the_keyword_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    books = [Book(f"b{i}", f"Dragon tale {i}", summary=f"word{i} fire") for i in range(6)]
+    catalog = Catalog(books)
+    build_index(tmp_path / "idx", catalog, FakeEmbedder(8))
+    saved = list((tmp_path / "idx" / "keywords").iterdir())
+    assert len(saved) == 1 and (saved[0] / "terms.npy").is_file()
+
+    def no_fit(_texts: object) -> KeywordIndex:
+        raise AssertionError("the saved keyword index should have been mapped")
+
+    monkeypatch.setattr(KeywordIndex, "fit", staticmethod(no_fit))
+    rec = Recommender(catalog, VectorIndex.open(tmp_path / "idx"))
+    assert rec.similar("b0", k=3)  # mapped, not fitted
+    monkeypatch.undo()
+    (saved[0] / "data.npy").write_bytes(b"damaged")
+    rec = Recommender(catalog, VectorIndex.open(tmp_path / "idx"))
+    assert len(rec.similar("b0", k=3)) == 3  # refitted, and written again
+    assert KeywordIndex.load(saved[0]).size == 6
