@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from bookrec.client import Embedder, EmbeddingUnavailable, Reranker, normalize
 
-from .book import Book, normalize_name
+from .book import Book, group_editions, normalize_name
 from .candidates import Candidates, RowSpace, top_candidates
 from .catalog import Catalog
 from .diversity import select_diverse
@@ -633,7 +633,7 @@ class _View:
         out: set[str] = set()
         for book in books:
             out.add(book.id)
-            out.update(self.work_ids.get(book.work_key, ()))
+            out.update(self.work_ids.get(self.work_of(book), ()))
         return frozenset(out)
 
     def groups(self, book: Book) -> list[tuple[str, Hashable]]:
@@ -641,7 +641,7 @@ class _View:
         normalising names costs more than the rest of a query's selection)."""
         groups = self._group_cache.get(book.id)
         if groups is None:
-            groups = [("work", book.work_key)]
+            groups = [("work", self.work_of(book))]
             groups.extend(("author", normalize_name(a)) for a in book.authors)
             if book.series:
                 groups.append(("series", normalize_name(book.series)))
@@ -649,11 +649,19 @@ class _View:
         return groups
 
     @cached_property
+    def edition_keys(self) -> dict[str, str]:
+        """The work of each book: editions grouped by work id, ISBN, title and author
+        (:func:`group_editions`)."""
+        return group_editions(b for b in self.books if b is not None)
+
+    def work_of(self, book: Book) -> str:
+        return self.edition_keys.get(book.id) or book.work_key
+
+    @cached_property
     def work_ids(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for book in self.books:
-            if book is not None:
-                out.setdefault(book.work_key, []).append(book.id)
+        for book_id, key in self.edition_keys.items():
+            out.setdefault(key, []).append(book_id)
         return out
 
 
