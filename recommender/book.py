@@ -330,15 +330,23 @@ _NOTE_TAIL = re.compile(
     r"|\s*[,;:]\s*or\b[,:]?\s+.*$",
     re.IGNORECASE,
 )
-_GENERIC_SUBTITLE = re.compile(
-    r"novel|a novel|stories|小说|长篇小说|中篇小说|小说集", re.IGNORECASE
-)
+_GENERIC_SUBTITLE = re.compile(r"novel|a novel|小说|长篇小说|中篇小说", re.IGNORECASE)
 _SUBTITLE = re.compile(r"\s*(?::|\s[-–—]+\s|——|—|--)\s*")
+
+
+#: What of a title or of one author entry the keys read: real ones are far shorter, and some
+#: patterns here take time growing with the square of the length on hostile text.
+_MAX_TITLE_CHARS = 500
+_MAX_NAME_CHARS = 300
+_MAX_NAMES = 32
+#: How far from the end an edition marker is looked for.
+_TAIL_CHARS = 120
 
 
 @lru_cache(maxsize=1 << 16)
 def _title_parts(title: str) -> tuple[str, str]:
     """``(title key, main title key)``: the second without a kept subtitle (equal when none)."""
+    title = title[:_MAX_TITLE_CHARS]
     text = _fold(title)
     notes_gone = _drop_notes(text)
     if _letters(notes_gone):
@@ -380,10 +388,10 @@ def _drop_edition_tail(text: str) -> str:
     if not _TAIL_HINT.search(text):
         return text  # the full pattern is slow to search: most titles end otherwise
     while True:
-        stripped = _EDITION_TAIL.sub("", text)
-        if stripped == text or not _letters(stripped):
+        found = _EDITION_TAIL.search(text, max(0, len(text) - _TAIL_CHARS))
+        if found is None or not _letters(text[: found.start()]):
             return text
-        text = stripped
+        text = text[: found.start()]
 
 
 # -- authors --------------------------------------------------------------------------------
@@ -442,8 +450,8 @@ _LATIN = re.compile(r"[A-Za-z]")
 def _author_keys(authors: tuple[str, ...]) -> tuple[str, ...]:
     primary: dict[str, None] = {}
     others: dict[str, None] = {}
-    for entry in authors:
-        for name, is_author in _credits(entry):
+    for entry in authors[:_MAX_NAMES]:
+        for name, is_author in _credits(entry[:_MAX_NAME_CHARS]):
             key = _key(name)
             if key:
                 (primary if is_author else others).setdefault(key)

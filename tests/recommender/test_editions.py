@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
 from itertools import combinations
 from pathlib import Path
 
@@ -335,3 +336,29 @@ def test_catalog_rejects_work_id_or_isbn_of_the_wrong_type(
     with pytest.raises(CatalogError, match=message) as caught:
         load_catalog(path)
     assert caught.value.line == 2
+
+
+def test_traditional_to_simplified_table_is_closed() -> None:
+    from bookrec.recommender._hanzi import TRADITIONAL_TO_SIMPLIFIED as table
+
+    assert len(table) > 3000
+    assert all(ord(simplified) not in table for simplified in table.values())  # one pass folds
+    assert "紅樓夢村上春樹劉慈欣三體".translate(table) == "红楼梦村上春树刘慈欣三体"
+
+
+@pytest.mark.parametrize(
+    ("title", "authors"),
+    [
+        (":" * 1_000_000, ["(" * 1_000_000]),
+        (" - " * 300_000 + "edition", ["a," * 500_000]),
+        ("new " * 250_000 + "xed.", ["a / " * 250_000] * 1000),
+        ("经典" * 500_000 + "x版", ["曹雪芹 著"]),
+    ],
+    ids=["colons", "dashes", "modifiers", "cjk-words"],
+)
+def test_keys_of_hostile_fields_are_quick(title: str, authors: list[str]) -> None:
+    # catalog fields may be a MiB long; some patterns are quadratic, so keys read a prefix
+    start = time.perf_counter()
+    work_key(title, authors)
+    group_editions([Book(id="a", title=title, authors=tuple(authors))])
+    assert time.perf_counter() - start < 2.0
