@@ -247,9 +247,14 @@ _CJK = "\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-
 _CJK_SPACE = re.compile(rf"(?<=[{_CJK}\U00020000-\U0003ffff]) | (?=[{_CJK}\U00020000-\U0003ffff])")
 
 
+#: The traditional-to-simplified table, plus simplified variants that name one character
+#: (钱锺书 = 钱钟书 = 錢鍾書).
+_FOLD_TABLE = {**TRADITIONAL_TO_SIMPLIFIED, ord("锺"): "钟"}
+
+
 def _fold(text: str) -> str:
     """NFKC with traditional Chinese characters made simplified."""
-    return unicodedata.normalize("NFKC", text).translate(TRADITIONAL_TO_SIMPLIFIED)
+    return unicodedata.normalize("NFKC", text).translate(_FOLD_TABLE)
 
 
 def _key(text: str) -> str:

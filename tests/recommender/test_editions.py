@@ -101,6 +101,8 @@ def test_title_key(title: str, expected: str) -> None:
         (["[日] 村上春樹 著 / 林少华 译"], ("村上春树",)),
         (["主编：王蒙"], ("王蒙",)),  # only an editor: the editor is who is credited
         (["刘慈欣 等"], ("刘慈欣",)),
+        (["錢鍾書"], ("钱钟书",)),
+        (["钱锺书 著"], ("钱钟书",)),
         (["Tolkien, J. R. R."], ("j r r tolkien",)),
         (["Le Guin, Ursula K."], ("ursula k le guin",)),
         (["García Márquez, Gabriel"], ("gabriel garcia marquez",)),
