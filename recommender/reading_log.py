@@ -830,7 +830,8 @@ class MatchedLog:
         profile = self.merged(history=history, liked=liked, disliked=disliked)
         reading = self._reading_keys(recommender) if exclude_read else frozenset()
         mine = {*history, *liked, *disliked}
-        extra = len(self.currently_reading) if reading else 0
+        # Room for the books being read, dropped below (a bad k is the recommender's to refuse).
+        extra = len(self.currently_reading) if reading and isinstance(k, int) and k >= 1 else 0
         for _attempt in range(2):
             try:
                 results = recommender.recommend(
