@@ -31,6 +31,7 @@ from .errors import (
     UnknownBookError,
 )
 from .filters import Filters
+from .fusion import Fusion
 from .hybrid import HybridScoring
 from .index import IndexManifest, IndexReport, VectorIndex, build_index
 from .lexical import LexicalEmbedder, LexicalScorer
@@ -66,6 +67,7 @@ __all__ = [
     "CorruptIndexError",
     "EmptyProfileError",
     "Filters",
+    "Fusion",
     "Hits",
     "HybridScoring",
     "IndexBuildError",

@@ -256,6 +256,8 @@ def _recommender(
     say. ``free_text``: the command embeds free text, with the query embedder of the index
     (``_query_embedder``: no embedding service for a lexical index)."""
     options: dict[str, Any] = {"embedder": embedder}
+    if getattr(args, "fusion", None):
+        options["fusion"] = recommender.Fusion(mode=args.fusion)
     if reranker is not None:
         options["reranker"] = reranker
         options["rerank_settings"] = rerank_settings(args)

@@ -210,6 +210,13 @@ def _ranking_options() -> _Parser:
         metavar="X",
         help="0 (pure relevance) to 1 (more variety, MMR); default 0",
     )
+    rank.add_argument(
+        "--fusion",
+        choices=("hybrid", "dense", "lexical"),
+        default="hybrid",
+        help="hybrid (default): the embeddings' ranking fused with the keyword ranking "
+        "(reciprocal rank); dense: embeddings alone; lexical: keywords alone",
+    )
     group = rank.add_argument_group("filters")
     group.add_argument(
         "--language",
@@ -374,9 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--strategy",
-        choices=("average", "best"),
-        default="average",
-        help="one profile vector (average) or the best match to any liked book (best)",
+        choices=("blend", "average", "best"),
+        default="blend",
+        help="blend (default): half the cosine to the reader's averaged books, half to the "
+        "closest one; average: the averaged books alone; best: the closest book alone",
     )
     p.add_argument(
         "--include-read", action="store_true", help="allow books from the history in the results"
@@ -459,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         "uvicorn), with the web page at / and Prometheus metrics at /metrics. API keys come "
         "from $BOOKREC_SERVE_API_KEYS (comma-separated; KEY:write may also PUT and DELETE) "
         "or --api-keys-file, never from the command line.",
+    )
+    p.add_argument(
+        "--fusion",
+        choices=("hybrid", "dense", "lexical"),
+        default="hybrid",
+        help="how every ranking is made (default hybrid; see bookrec similar --help)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(

@@ -66,6 +66,7 @@ def _settings(args: argparse.Namespace) -> object:
         rerank_base_urls=tuple(args.rerank_url or ()),
         rerank_candidates=args.rerank_candidates,
         rerank_instruction=args.rerank_instruction,
+        fusion=args.fusion,
     )
 
 

@@ -205,7 +205,7 @@ def open_books(settings: ServiceSettings, embedder: Embedder | None) -> Opened:
         )
         try:
             catalog = rl.load_catalog(settings.catalog) if settings.catalog else store.catalog()
-            return rl.Recommender(catalog, store, embedder=embedder), store.close
+            return _recommender(settings, catalog, store, embedder), store.close
         except BaseException:
             store.close()
             raise
@@ -214,7 +214,14 @@ def open_books(settings: ServiceSettings, embedder: Embedder | None) -> Opened:
     # With batching on, the rankings of concurrent requests also share passes over the matrix.
     window = SEARCH_WINDOW_SECONDS if settings.batching else None
     books = rl.NumpyStore(index, catalog, coalesce_window=window)
-    return rl.Recommender(books.catalog(), books, embedder=embedder), lambda: None
+    return _recommender(settings, books.catalog(), books, embedder), lambda: None
+
+
+def _recommender(
+    settings: ServiceSettings, catalog: rl.Catalog, store: Any, embedder: Embedder | None
+) -> rl.Recommender:
+    fusion = rl.Fusion(mode=settings.fusion)  # type: ignore[arg-type]
+    return rl.Recommender(catalog, store, embedder=embedder, fusion=fusion)
 
 
 class ServiceState:
@@ -274,6 +281,7 @@ class ServiceState:
                 self._closers.insert(0, sync.close)
                 self.embedder = MeteredEmbedder(sync, self._count_call)
         rec, close = await asyncio.to_thread(open_recommender, self.settings, self.embedder)
+        await asyncio.to_thread(rec.warm)  # the keyword index, before the first request
         self._recommender = rec
         self._closers.insert(0, close)
         rerank_config = (config or client_config(self.settings)).with_options(cache_path=None)

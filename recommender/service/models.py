@@ -82,7 +82,7 @@ class RecommendationRequest(BaseModel):
     liked: list[BookId] = Field(default_factory=list, max_length=MAX_IDS)
     disliked: list[BookId] = Field(default_factory=list, max_length=MAX_IDS)
     preferences: list[Text] = Field(default_factory=list, max_length=50)
-    strategy: Literal["average", "best"] = "average"
+    strategy: Literal["blend", "average", "best"] = "blend"
     k: int = Field(10, ge=1, le=MAX_K)
     diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     exclude_read: bool = True

@@ -103,6 +103,8 @@ class ServiceSettings:
     runs without one (free text is matched by keywords). The reranker (``rerank=true`` on
     search and recommendations) is ``rerank_base_urls`` or ``ClientConfig.from_env()``'s, with
     ``rerank_candidates`` and ``rerank_instruction`` (default: the book tasks' own).
+    ``fusion`` is the ranking's :class:`~bookrec.recommender.Fusion` mode (hybrid, dense or
+    lexical).
     ``api_keys`` is filled in by each process (:func:`load_keys`) and never serialised.
     """
 
@@ -128,6 +130,7 @@ class ServiceSettings:
     rerank_base_urls: tuple[str, ...] = ()
     rerank_candidates: int = 100
     rerank_instruction: str | None = None
+    fusion: str = "hybrid"
     api_keys: ApiKeys = field(default_factory=ApiKeys, compare=False)
 
     def to_json(self) -> str:
