@@ -13,7 +13,7 @@ scores = books @ query[0]
 
 from ._async import AsyncEmbeddingClient
 from ._cache import EmbeddingCache
-from ._config import ClientConfig, Endpoint, PromptTemplate, RetryPolicy
+from ._config import ClientConfig, Endpoint, RetryPolicy
 from ._constants import DEFAULT_INSTRUCTION, DEFAULT_RERANK_INSTRUCTION
 from ._exceptions import (
     CacheError,
@@ -28,6 +28,7 @@ from ._exceptions import (
 )
 from ._health import check_ready, list_models, wait_until_ready
 from ._models import MIN_DIMENSIONS, QWEN3_EMBEDDING_MODELS, EmbeddingModelSpec, known_model_width
+from ._prompts import PROMPT_PRESETS, PromptTemplate, prompt_family
 from ._sglang import SGLANG_INPUT_ERRORS, SGLANG_REQUEST_ERRORS, SGLANG_RERANK_ERRORS
 from ._sync import EmbeddingClient
 from ._text import estimate_tokens, is_cjk
@@ -67,6 +68,7 @@ __all__ = [  # noqa: RUF022
     "InvalidInputError",
     "MIN_DIMENSIONS",
     "ModelIdentity",
+    "PROMPT_PRESETS",
     "ProgressCallback",
     "PromptFormats",
     "PromptTemplate",
@@ -83,6 +85,7 @@ __all__ = [  # noqa: RUF022
     "known_model_width",
     "list_models",
     "normalize",
+    "prompt_family",
     "wait_until_ready",
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
@@ -13,8 +14,10 @@ from ._cache import EmbeddingCache
 from ._config import ClientConfig
 from ._flow import AnyFlow, Deadline, Outcome, Request, Sleep
 from ._planning import CallPlan, Role
+from ._prompts import PromptTemplate
 from ._rerank import RerankCall, merge_results
 from ._session import EmbeddingSession, open_cache
+from ._sync import run_flow
 from ._types import ModelIdentity, ProgressCallback, PromptFormats, RerankResult, Vectors
 from ._wire import sdk_options
 
@@ -46,6 +49,8 @@ class AsyncEmbeddingClient:
         self._sleep = sleep
         self._sdks = [openai.AsyncOpenAI(**options) for options in sdk_options(self._config)]
         self._slots = asyncio.Semaphore(self._config.max_concurrency)
+        self._resolving = asyncio.Lock()
+        self._resolving_blocking = threading.Lock()
         self._closed = False
 
     # -- public API -----------------------------------------------------------------------
@@ -72,7 +77,43 @@ class AsyncEmbeddingClient:
 
     @property
     def prompt_formats(self) -> PromptFormats:
-        return self._config.prompts.formats()
+        """The formats of :meth:`resolve_prompts`'s template.
+
+        Known at once when ``config.prompts`` is configured or a call has run. Otherwise, off
+        the event loop (a worker thread, as the service's facades use it) it resolves them
+        with blocking requests of its own; on a running loop, which it must not block, it
+        answers with the preset of ``config.model``'s family, as the sync client does while
+        no server answers (``await resolve_prompts()`` first to have the served model's): a
+        served model needing other prompts then fails the next call with
+        :class:`IncompatibleModelError` rather than mixing the two.
+        """
+        known = self._session.prompts
+        if known is None:
+            if _on_running_loop():
+                known = self._session.provisional_prompts()
+            else:
+                known = self._resolve_blocking()
+        return known.formats()
+
+    async def resolve_prompts(self) -> PromptTemplate:
+        """The template texts are formatted with (see ``EmbeddingClient.resolve_prompts``):
+        ``config.prompts`` when configured, else the served model family's preset, chosen once
+        per client before the first embedding."""
+        known = self._session.prompts
+        if known is not None:
+            return known
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        async with self._resolving:
+            known = self._session.prompts
+            if known is not None:
+                return known
+            await self._off_loop(self._session.load_identity)
+            deadline = self._session.start_deadline()
+            async with self._slots:
+                prompts = await self._run(self._session.resolve_prompts(deadline))
+            await self._off_loop(self._session.save_identity)
+            return prompts
 
     @property
     def cache(self) -> EmbeddingCache | None:
@@ -161,6 +202,7 @@ class AsyncEmbeddingClient:
     ) -> Vectors:
         if self._closed:
             raise RuntimeError("the embedding client is closed")
+        await self.resolve_prompts()
         plan = self._session.plan(texts, role, instruction)
         await self._off_loop(self._session.read_cache, plan)
         deadline = self._session.start_deadline()
@@ -180,6 +222,27 @@ class AsyncEmbeddingClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return self._session.result(plan)
+
+    def _resolve_blocking(self) -> PromptTemplate:
+        """:meth:`resolve_prompts` from a thread without a running loop, through blocking SDK
+        clients made for it (the async ones belong to the event loop they run on)."""
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        with self._resolving_blocking:
+            known = self._session.prompts
+            if known is not None:
+                return known
+            sdks = [openai.OpenAI(**options) for options in sdk_options(self._config)]
+            try:
+                self._session.load_identity()
+                deadline = self._session.start_deadline()
+                flow = self._session.resolve_prompts(deadline, provisional=True)
+                prompts = run_flow(flow, sdks, time.sleep)
+                self._session.save_identity()
+            finally:
+                for sdk in sdks:
+                    sdk.close()
+            return prompts
 
     async def _off_loop(
         self, cache_io: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs
@@ -222,17 +285,15 @@ class AsyncEmbeddingClient:
             flow.close()
 
     async def _send(self, request: Request) -> Outcome:
-        # The SDK's generic ``post`` (its documented way to call any route) rather than
-        # ``embeddings.create``: the same auth, timeouts and error types, without the
-        # per-string parameter transform (~9 us per text) or the pydantic response model;
-        # ``_wire.parse_response`` reads both wire formats itself.
+        # The SDK's generic ``post`` / ``get`` (see ``_sync._send``).
         sdk = self._sdks[request.endpoint]
         try:
+            if request.method == "GET":
+                return await sdk.get(
+                    request.path, cast_to=str, options={"timeout": request.timeout}
+                )
             return await sdk.post(
-                request.path,
-                body=request.body,
-                cast_to=str,
-                options={"timeout": request.timeout},
+                request.path, body=request.body, cast_to=str, options={"timeout": request.timeout}
             )
         except openai.OpenAIError as exc:
             return exc

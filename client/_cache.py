@@ -41,10 +41,20 @@ CREATE TABLE IF NOT EXISTS vectors (
 """
 
 
-def cache_key(identity: ModelIdentity, role: str, instruction: str, model_input: str) -> bytes:
-    """The cache key of one vector (length-prefixed fields, so no two tuples collide)."""
+def cache_key(
+    identity: ModelIdentity, role: str, instruction: str, model_input: str, request: str = ""
+) -> bytes:
+    """The cache key of one vector (length-prefixed fields, so no two tuples collide).
+
+    ``request`` is the canonical text of the request's extra fields (role hints such as
+    ``input_type``, a per-role ``model``); without any (``""``) the key is the one bookrec
+    always computed, so existing caches stay valid.
+    """
     digest = hashlib.sha256()
-    for part in (identity.model, str(identity.dimensions), role, instruction, model_input):
+    parts = [identity.model, str(identity.dimensions), role, instruction, model_input]
+    if request:
+        parts.append(request)
+    for part in parts:
         data = part.encode("utf-8")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
@@ -56,10 +66,10 @@ class EmbeddingCache:
 
     Rows are float32 bytes keyed by a SHA-256 of everything that changes a vector
     (:func:`cache_key`): the model identity (model and dimensions), the role and instruction,
-    and the exact model input. The file is marked with an SQLite ``application_id``; anything
-    else (another application's database, a non-database, a damaged file, a row of the wrong
-    size or with non-finite values) raises :class:`CacheError` instead of answering with a
-    wrong vector.
+    the exact model input and the request's extra fields (role hints). The file is marked
+    with an SQLite ``application_id``; anything else (another application's database, a
+    non-database, a damaged file, a row of the wrong size or with non-finite values) raises
+    :class:`CacheError` instead of answering with a wrong vector.
 
     ``EmbeddingCache(path)`` creates the file if it is missing or empty. Use it as a context
     manager or call :meth:`close`.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
-import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -19,7 +19,6 @@ from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DEADLINE,
     DEFAULT_INITIAL_WAIT,
-    DEFAULT_INSTRUCTION,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_CONCURRENCY,
@@ -34,7 +33,7 @@ from ._constants import (
 )
 from ._exceptions import ConfigurationError
 from ._models import MIN_DIMENSIONS, known_model_width
-from ._types import PromptFormats
+from ._prompts import PROMPT_PRESETS, PromptTemplate
 from ._urls import mask_userinfo
 
 __all__ = ["ClientConfig", "Endpoint", "PromptTemplate", "RetryPolicy"]
@@ -111,48 +110,6 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class PromptTemplate:
-    """How texts are turned into model inputs; data only, so other model families need no code.
-
-    Qwen3-Embedding (the default): queries are ``"Instruct: {instruction}\\nQuery:{text}"``
-    (no space after ``Query:``), documents are the bare text. ``symmetric=True`` formats
-    documents like queries with the default instruction (book-to-book similarity).
-    e5-style models: ``PromptTemplate(query="query: {text}", document="passage: {text}")``.
-    """
-
-    query: str = "Instruct: {instruction}\nQuery:{text}"
-    document: str = "{text}"
-    instruction: str = DEFAULT_INSTRUCTION
-    symmetric: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("query", "document"):
-            fields = _template_fields(getattr(self, name), name)
-            _check("text" in fields, f"prompts.{name} must contain {{text}}")
-            _check(
-                fields <= {"text", "instruction"},
-                f"prompts.{name} may only use {{text}} and {{instruction}}",
-            )
-
-    def format_query(self, text: str, instruction: str | None = None) -> str:
-        """The model input for a query, with ``instruction`` (default: ``self.instruction``)."""
-        chosen = self.instruction if instruction is None else instruction
-        return self.query.format(instruction=chosen, text=text)
-
-    def format_document(self, text: str) -> str:
-        """The model input for a document (formatted like a query when symmetric)."""
-        if self.symmetric:
-            return self.format_query(text)
-        return self.document.format(instruction=self.instruction, text=text)
-
-    def formats(self) -> PromptFormats:
-        """The document and query formats with ``{text}`` left in."""
-        return PromptFormats(
-            self.format_document("{text}"), self.format_query("{text}"), self.instruction
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class ClientConfig:
     """Everything the client needs; build it directly, with ``from_env()`` or ``with_options()``.
 
@@ -168,6 +125,10 @@ class ClientConfig:
     - ``max_input_tokens``: per text, end-of-text token included; longer texts are truncated
       on the client with a warning.
     - ``max_concurrency``: batches in flight at once per client.
+    - ``prompts``: how texts become model inputs (:class:`PromptTemplate`, role hints
+      included). ``None`` (the default): the preset of the model family the server reports
+      (see :meth:`EmbeddingClient.resolve_prompts`); a template given here is used as it is,
+      with no probing.
     - ``cache_path``: an SQLite file for a persistent cache, or ``None``.
     - ``encoding_format``: ``"base64"`` (about 3x smaller) or ``"float"``; both are parsed.
     - ``rerank_endpoints``: the reranker's servers (SGLang's ``/v1/rerank``, its own port),
@@ -187,7 +148,7 @@ class ClientConfig:
     max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    prompts: PromptTemplate = field(default_factory=PromptTemplate)
+    prompts: PromptTemplate | None = None
     cache_path: str | None = None
     encoding_format: EncodingFormat = "base64"
     rerank_endpoints: tuple[Endpoint, ...] = (Endpoint(DEFAULT_RERANK_BASE_URL),)
@@ -200,7 +161,10 @@ class ClientConfig:
         if self.cache_path is not None:
             object.__setattr__(self, "cache_path", os.fspath(self.cache_path))
         _check(isinstance(self.retry, RetryPolicy), "retry must be a RetryPolicy")
-        _check(isinstance(self.prompts, PromptTemplate), "prompts must be a PromptTemplate")
+        _check(
+            self.prompts is None or isinstance(self.prompts, PromptTemplate),
+            "prompts must be a PromptTemplate or None (chosen by the served model)",
+        )
         _check(isinstance(self.model, str) and bool(self.model.strip()), "model must not be empty")
         _check(_positive(self.timeout), "timeout must be a positive number of seconds")
         _check(_positive(self.connect_timeout), "connect_timeout must be positive")
@@ -245,10 +209,18 @@ class ClientConfig:
         ``BASE_URL`` (comma-separated, in fallback order), ``API_KEY``, ``MODEL``,
         ``DIMENSIONS``, ``TIMEOUT``, ``CONNECT_TIMEOUT``, ``DEADLINE`` (``none`` for none),
         ``BATCH_SIZE``, ``MAX_BATCH_TOKENS``, ``MAX_INPUT_TOKENS``, ``MAX_CONCURRENCY``,
-        ``CACHE_PATH``, ``ENCODING_FORMAT``, ``MAX_ATTEMPTS``, ``INSTRUCTION``, ``SYMMETRIC``;
-        for the reranker ``RERANK_BASE_URL`` (comma-separated), ``RERANK_API_KEY`` (default:
-        ``API_KEY``), ``RERANK_INSTRUCTION``, ``RERANK_BATCH_SIZE``.
-        Unset variables keep their defaults.
+        ``CACHE_PATH``, ``ENCODING_FORMAT``, ``MAX_ATTEMPTS``; for the reranker
+        ``RERANK_BASE_URL`` (comma-separated), ``RERANK_API_KEY`` (default: ``API_KEY``),
+        ``RERANK_INSTRUCTION``, ``RERANK_BATCH_SIZE``. Unset variables keep their defaults.
+
+        Prompts: ``PROMPT_PRESET`` is ``auto`` (the default: by the model the server reports)
+        or a name of :data:`PROMPT_PRESETS`. ``QUERY_PROMPT``, ``DOCUMENT_PROMPT`` (templates
+        with ``{text}``, ``\\n`` standing for a newline), ``INSTRUCTION``, ``SYMMETRIC``,
+        ``QUERY_FIELDS``, ``DOCUMENT_FIELDS`` (JSON objects of scalars, e.g.
+        ``{"input_type": "query"}``), ``QUERY_MODEL`` and ``DOCUMENT_MODEL`` configure a
+        template: they change the named preset, or Qwen3's when no preset is named (as
+        ``INSTRUCTION`` and ``SYMMETRIC`` always did); with ``PROMPT_PRESET=auto`` they are an
+        error.
         """
         env = os.environ if environ is None else environ
 
@@ -300,16 +272,83 @@ class ClientConfig:
         attempts = parse("MAX_ATTEMPTS", int)
         if attempts is not None:
             changes["retry"] = RetryPolicy(max_attempts=attempts)
-        instruction = get("INSTRUCTION")
-        symmetric = parse("SYMMETRIC", _parse_bool)
-        if instruction is not None or symmetric is not None:
-            prompt_changes: dict[str, Any] = {}
-            if instruction is not None:
-                prompt_changes["instruction"] = instruction
-            if symmetric is not None:
-                prompt_changes["symmetric"] = symmetric
-            changes["prompts"] = dataclasses.replace(PromptTemplate(), **prompt_changes)
+        prompts = _prompts_from_env(prefix, get, parse)
+        if prompts is not None:
+            changes["prompts"] = prompts
         return cls(**changes)
+
+
+#: The variables that configure a template, with the template field each sets.
+_PROMPT_VARIABLES = {
+    "QUERY_PROMPT": "query",
+    "DOCUMENT_PROMPT": "document",
+    "INSTRUCTION": "instruction",
+    "SYMMETRIC": "symmetric",
+    "QUERY_FIELDS": "query_fields",
+    "DOCUMENT_FIELDS": "document_fields",
+    "QUERY_MODEL": "query_model",
+    "DOCUMENT_MODEL": "document_model",
+}
+
+
+def _prompts_from_env(
+    prefix: str,
+    get: Callable[[str], str | None],
+    parse: Callable[[str, Callable[[str], Any]], Any],
+) -> PromptTemplate | None:
+    """The template the variables configure, or ``None`` to choose one by the served model."""
+    converters: dict[str, Callable[[str], Any]] = {
+        "QUERY_PROMPT": _unescape_newlines,
+        "DOCUMENT_PROMPT": _unescape_newlines,
+        "INSTRUCTION": str,
+        "SYMMETRIC": _parse_bool,
+        "QUERY_FIELDS": _parse_json_object,
+        "DOCUMENT_FIELDS": _parse_json_object,
+        "QUERY_MODEL": str,
+        "DOCUMENT_MODEL": str,
+    }
+    overrides = {
+        attr: parse(name, converters[name])
+        for name, attr in _PROMPT_VARIABLES.items()
+        if get(name) is not None
+    }
+    preset = get("PROMPT_PRESET")
+    if preset is not None and preset.lower() == "auto":
+        if overrides:
+            given = ", ".join(prefix + n for n in _PROMPT_VARIABLES if get(n) is not None)
+            raise ConfigurationError(
+                f"{prefix}PROMPT_PRESET=auto chooses the prompts by the served model, but "
+                f"{given} configure a template; name the preset to change "
+                f"({', '.join(PROMPT_PRESETS)}) or unset {prefix}PROMPT_PRESET"
+            )
+        return None
+    if preset is None:
+        if not overrides:
+            return None
+        base = PromptTemplate()  # Qwen3's format, as these variables always changed
+    else:
+        found = PROMPT_PRESETS.get(preset.lower())
+        if found is None:
+            raise ConfigurationError(
+                f"{prefix}PROMPT_PRESET must be auto or one of {', '.join(PROMPT_PRESETS)}, "
+                f"got {preset!r}"
+            )
+        base = found
+    try:
+        return dataclasses.replace(base, **overrides)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} (from the {prefix}* prompt variables)") from None
+
+
+def _unescape_newlines(raw: str) -> str:
+    return raw.replace("\\n", "\n")
+
+
+def _parse_json_object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)  # a JSONDecodeError is a ValueError: the variable is named
+    if not isinstance(value, dict):
+        raise ValueError(raw)
+    return value
 
 
 def _endpoint_tuple(value: Any, name: str) -> tuple[Endpoint, ...]:
@@ -319,13 +358,6 @@ def _endpoint_tuple(value: Any, name: str) -> tuple[Endpoint, ...]:
     _check(len(endpoints) > 0, f"at least one endpoint is required in {name}")
     _check(all(isinstance(e, Endpoint) for e in endpoints), f"{name} must be Endpoint objects")
     return endpoints
-
-
-def _template_fields(template: str, name: str) -> set[str]:
-    try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise ConfigurationError(f"prompts.{name} is not a valid template: {exc}") from None
 
 
 def _parse_bool(raw: str) -> bool:

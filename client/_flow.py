@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -64,12 +64,14 @@ SPLIT_GROW_AFTER = 16
 @dataclass(frozen=True, slots=True)
 class Request:
     """POST ``body`` to ``path`` (under ``/v1``) of endpoint number ``endpoint`` (the rerank
-    endpoints are numbered after the embedding ones), within ``timeout``."""
+    endpoints are numbered after the embedding ones), within ``timeout``; with
+    ``method="GET"`` (``/models``) there is no body."""
 
     endpoint: int
-    body: dict[str, Any]
+    body: dict[str, Any] | None
     timeout: openai.Timeout
     path: str = "/embeddings"
+    method: Literal["POST", "GET"] = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +251,15 @@ class RequestFlow:
             wait_random(0, policy.initial_wait) if policy.jitter else wait_none()
         )
 
-    def embed(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
-        """Embed one batch; ``origins`` are the texts' indices in the call, for errors.
+    def embed(
+        self,
+        texts: list[str],
+        origins: list[int],
+        deadline: Deadline,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Flow:
+        """Embed one batch; ``origins`` are the texts' indices in the call, for errors;
+        ``extra`` the request fields of the batch's role (role hints).
 
         A batch is halved (and each half embedded the same way, results concatenated in
         order) when it is larger than the split size the endpoint remembers, when a request of
@@ -259,11 +268,13 @@ class RequestFlow:
         """
         limit = self._split_limit()
         if limit is not None and len(texts) > limit:
-            return (yield from self._halves(texts, origins, deadline))
+            return (yield from self._halves(texts, origins, deadline, extra))
         try:
             return (
                 yield from self._first_answering_endpoint(
-                    self._endpoints, lambda ep: self._request(ep, texts, deadline), deadline
+                    self._endpoints,
+                    lambda ep: self._request(ep, texts, deadline, extra),
+                    deadline,
                 )
             )
         except _TooSlow as slow:
@@ -276,7 +287,7 @@ class RequestFlow:
                 self._config.timeout,
                 size,
             )
-            return (yield from self._halves(texts, origins, deadline))
+            return (yield from self._halves(texts, origins, deadline, extra))
         except EmbeddingRejected as exc:
             if exc.index is not None or not is_input_specific(exc):
                 raise
@@ -295,14 +306,44 @@ class RequestFlow:
                 len(texts),
                 exc.status_code,
             )
-            return (yield from self._halves(texts, origins, deadline))
+            return (yield from self._halves(texts, origins, deadline, extra))
 
-    def _halves(self, texts: list[str], origins: list[int], deadline: Deadline) -> Flow:
+    def _halves(
+        self,
+        texts: list[str],
+        origins: list[int],
+        deadline: Deadline,
+        extra: Mapping[str, Any] | None,
+    ) -> Flow:
         """Embed the two halves of a batch of at least two texts, one after the other."""
         mid = len(texts) // 2
-        left = yield from self.embed(texts[:mid], origins[:mid], deadline)
-        right = yield from self.embed(texts[mid:], origins[mid:], deadline)
+        left = yield from self.embed(texts[:mid], origins[:mid], deadline, extra)
+        right = yield from self.embed(texts[mid:], origins[mid:], deadline, extra)
         return np.concatenate((left, right))
+
+    def models(self, deadline: Deadline) -> AnyFlow[tuple[str | bytes | None, bool]]:
+        """``GET /models`` of the first embedding endpoint that answers it with 200: ``(body,
+        True)``; ``(None, answered)`` when none does, ``answered`` telling whether one
+        answered at all (a 4xx: it is up but has no such route, or refuses the key).
+
+        One try per endpoint (skipping open circuits), no retries, no breaker records: the
+        answer only names the model for choosing prompts, and a call whose servers are down
+        fails on its embedding requests with the usual retries and errors.
+        """
+        answered = False
+        for ep in self._endpoints:
+            if ep.breaker.is_open():
+                continue
+            timeout = deadline.request_timeout(self._config.timeout, self._config.connect_timeout)
+            outcome = yield Request(ep.index, None, timeout, path="/models", method="GET")
+            if isinstance(outcome, BaseException):
+                error = translate_error(outcome, ep.url, self._secrets)
+                answered = answered or isinstance(error, EmbeddingRejected)
+                logger.debug("GET /models of %s failed: %s", ep.url, error)
+                continue
+            if isinstance(outcome, str | bytes):
+                return outcome, True
+        return None, answered
 
     def _split_limit(self) -> int | None:
         """The split size of the endpoint a batch will go to: the first whose circuit is not
@@ -418,14 +459,19 @@ class RequestFlow:
             return min(error.retry_after, self._config.retry.max_retry_after)
         return float(self._backoff(state))
 
-    def _request(self, ep: EndpointState, texts: list[str], deadline: Deadline) -> Flow:
+    def _request(
+        self,
+        ep: EndpointState,
+        texts: list[str],
+        deadline: Deadline,
+        extra: Mapping[str, Any] | None,
+    ) -> Flow:
         config = self._config
         dims = config.dimensions
         send_dims = dims is not None and ep.server_dimensions is not False
         timeout = deadline.request_timeout(config.timeout, config.connect_timeout)
-        outcome = yield Request(
-            ep.index, request_body(config, texts, send_dimensions=send_dims), timeout
-        )
+        body = request_body(config, texts, send_dimensions=send_dims, extra=extra)
+        outcome = yield Request(ep.index, body, timeout)
         if isinstance(outcome, BaseException):
             error = translate_error(outcome, ep.url, self._secrets)
             if (
@@ -448,7 +494,7 @@ class RequestFlow:
                     ep.url,
                     dims,
                 )
-                return (yield from self._request(ep, texts, deadline))
+                return (yield from self._request(ep, texts, deadline, extra))
             raise error from outcome
         if not isinstance(outcome, str | bytes):  # pragma: no cover - driver contract
             raise TypeError(f"expected the response body, got {type(outcome).__name__}")

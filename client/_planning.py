@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._config import ClientConfig
 from ._exceptions import InvalidInputError
+from ._prompts import PromptTemplate, request_key
 from ._text import estimate_tokens, truncate_to_tokens
 from ._types import Vectors
 
@@ -30,7 +31,8 @@ class CallPlan:
     ``inverse[i]`` is the unique input of ``texts[i]``; ``first_index[u]`` the first text that
     gave input ``u`` (errors name it); ``tokens[u]`` its estimate, end-of-text token included.
     ``batches`` lists the inputs still to embed (after the cache lookup); ``done`` counts the
-    caller's texts that have their vector.
+    caller's texts that have their vector. ``request`` holds the role's extra request fields
+    (role hints) every batch carries, ``request_key`` their canonical text for cache keys.
     """
 
     role: Role
@@ -41,6 +43,8 @@ class CallPlan:
     counts: list[int]
     first_index: list[int]
     tokens: list[int]
+    request: dict[str, Any] = field(default_factory=dict)
+    request_key: str = ""
     batches: list[list[int]] = field(default_factory=list)
     done: int = 0
     parts: list[tuple[NDArray[np.intp], NDArray[np.float32]]] = field(default_factory=list)
@@ -65,9 +69,14 @@ class CallPlan:
 
 
 def plan_call(
-    config: ClientConfig, texts: Sequence[str], role: Role, instruction: str | None
+    config: ClientConfig,
+    prompts: PromptTemplate,
+    texts: Sequence[str],
+    role: Role,
+    instruction: str | None,
 ) -> CallPlan:
-    """Validate, format, truncate and deduplicate the texts of one call (no batches yet)."""
+    """Validate, format (with ``prompts``, the client's resolved template), truncate and
+    deduplicate the texts of one call (no batches yet)."""
     if isinstance(texts, str | bytes):
         raise InvalidInputError("texts must be a sequence of strings, not a single string")
     not_str = [i for i, t in enumerate(texts) if not isinstance(t, str)]
@@ -82,7 +91,6 @@ def plan_call(
         raise InvalidInputError(
             f"empty or whitespace-only texts at indices {_listed(empty)}", tuple(empty)
         )
-    prompts = config.prompts
     if role == "query":
         used = prompts.instruction if instruction is None else instruction
 
@@ -126,7 +134,19 @@ def plan_call(
             limit,
             _listed(truncated),
         )
-    return CallPlan(role, used, len(texts), unique, inverse, counts, first, tokens)
+    extra = prompts.request_fields(role)
+    return CallPlan(
+        role,
+        used,
+        len(texts),
+        unique,
+        inverse,
+        counts,
+        first,
+        tokens,
+        request=extra,
+        request_key=request_key(extra),
+    )
 
 
 def plan_batches(

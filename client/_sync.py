@@ -14,12 +14,13 @@ from ._cache import EmbeddingCache
 from ._config import ClientConfig
 from ._flow import AnyFlow, Deadline, Outcome, Request, Sleep
 from ._planning import CallPlan, Role
+from ._prompts import PromptTemplate
 from ._rerank import RerankCall, merge_results
 from ._session import EmbeddingSession, open_cache
 from ._types import ModelIdentity, ProgressCallback, PromptFormats, RerankResult, Vectors
 from ._wire import sdk_options
 
-__all__ = ["EmbeddingClient"]
+__all__ = ["EmbeddingClient", "run_flow"]
 
 _R = TypeVar("_R")
 
@@ -49,6 +50,7 @@ class EmbeddingClient:
         self._slots = threading.BoundedSemaphore(self._config.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._resolving = threading.Lock()
         self._closed = False
 
     # -- public API -----------------------------------------------------------------------
@@ -69,7 +71,24 @@ class EmbeddingClient:
 
     @property
     def prompt_formats(self) -> PromptFormats:
-        return self._config.prompts.formats()
+        """The formats of :meth:`resolve_prompts`'s template (which may ask the server).
+
+        While no server answers at all, the preset of ``config.model``'s family stands in,
+        so that an index whose books need no embedding still opens offline; a server that
+        then serves a model needing other prompts fails the next call with
+        :class:`IncompatibleModelError` rather than mixing the two.
+        """
+        known = self._session.prompts
+        if known is None:
+            known = self._resolve(provisional=True)
+        return known.formats()
+
+    def resolve_prompts(self) -> PromptTemplate:
+        """The template texts are formatted with: ``config.prompts`` when configured, else the
+        preset of the model family the server reports, chosen once per client before the first
+        embedding (``GET /v1/models``; for e5 models two one-word embeddings that tell whether
+        the server honours ``input_type``; see ``EmbeddingSession.resolve_prompts``)."""
+        return self._resolve(provisional=False)
 
     @property
     def cache(self) -> EmbeddingCache | None:
@@ -166,6 +185,7 @@ class EmbeddingClient:
     ) -> Vectors:
         if self._closed:
             raise RuntimeError("the embedding client is closed")
+        self.resolve_prompts()
         plan = self._session.plan(texts, role, instruction)
         self._session.read_cache(plan)
         deadline = self._session.start_deadline()
@@ -194,6 +214,24 @@ class EmbeddingClient:
         if progress is not None:
             progress(plan.done, plan.total)
 
+    def _resolve(self, *, provisional: bool) -> PromptTemplate:
+        known = self._session.prompts
+        if known is not None:
+            return known
+        if self._closed:
+            raise RuntimeError("the embedding client is closed")
+        with self._resolving:
+            known = self._session.prompts
+            if known is not None:
+                return known
+            self._session.load_identity()
+            deadline = self._session.start_deadline()
+            flow = self._session.resolve_prompts(deadline, provisional=provisional)
+            with self._slots:
+                prompts = self._run(flow)
+            self._session.save_identity()
+            return prompts
+
     def _get_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
@@ -214,34 +252,40 @@ class EmbeddingClient:
             return self._run(self._session.flow.rerank(call, batch, deadline))
 
     def _run(self, flow: AnyFlow[_R]) -> _R:
-        outcome: Outcome = None
-        try:
-            action = next(flow)
-            while True:
-                if isinstance(action, Sleep):
-                    self._sleep(action.seconds)
-                    outcome = None
-                else:
-                    outcome = self._send(action)
-                action = flow.send(outcome)
-        except StopIteration as done:
-            result: _R = done.value
-            return result
-        finally:
-            flow.close()
+        return run_flow(flow, self._sdks, self._sleep)
 
-    def _send(self, request: Request) -> Outcome:
-        # The SDK's generic ``post`` (its documented way to call any route) rather than
-        # ``embeddings.create``: the same auth, timeouts and error types, without the
-        # per-string parameter transform (~9 us per text) or the pydantic response model;
-        # ``_wire.parse_response`` reads both wire formats itself.
-        sdk = self._sdks[request.endpoint]
-        try:
-            return sdk.post(
-                request.path,
-                body=request.body,
-                cast_to=str,
-                options={"timeout": request.timeout},
-            )
-        except openai.OpenAIError as exc:
-            return exc
+
+def run_flow(
+    flow: AnyFlow[_R], sdks: Sequence[openai.OpenAI], sleep: Callable[[float], None]
+) -> _R:
+    """Drive a flow to its end with blocking I/O: ``sdks[i]`` sends to endpoint ``i``."""
+    outcome: Outcome = None
+    try:
+        action = next(flow)
+        while True:
+            if isinstance(action, Sleep):
+                sleep(action.seconds)
+                outcome = None
+            else:
+                outcome = _send(sdks[action.endpoint], action)
+            action = flow.send(outcome)
+    except StopIteration as done:
+        result: _R = done.value
+        return result
+    finally:
+        flow.close()
+
+
+def _send(sdk: openai.OpenAI, request: Request) -> Outcome:
+    # The SDK's generic ``post`` / ``get`` (its documented way to call any route) rather than
+    # ``embeddings.create``: the same auth, timeouts and error types, without the per-string
+    # parameter transform (~9 us per text) or the pydantic response model;
+    # ``_wire.parse_response`` reads both wire formats itself.
+    try:
+        if request.method == "GET":
+            return sdk.get(request.path, cast_to=str, options={"timeout": request.timeout})
+        return sdk.post(
+            request.path, body=request.body, cast_to=str, options={"timeout": request.timeout}
+        )
+    except openai.OpenAIError as exc:
+        return exc

@@ -6,7 +6,7 @@ import binascii
 import email.utils
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,14 +61,24 @@ def sdk_options(config: ClientConfig) -> list[dict[str, Any]]:
 
 
 def request_body(
-    config: ClientConfig, texts: list[str], *, send_dimensions: bool
+    config: ClientConfig,
+    texts: list[str],
+    *,
+    send_dimensions: bool,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of one ``/v1/embeddings`` request (``dimensions`` only if asked to)."""
+    """The JSON body of one ``/v1/embeddings`` request (``dimensions`` only if asked to).
+
+    ``extra`` is a role's request fields (:meth:`PromptTemplate.request_fields`): role fields
+    such as ``input_type``, and ``model`` when the role has its own.
+    """
     body: dict[str, Any] = {
         "input": texts,
         "model": config.model,
         "encoding_format": config.encoding_format,
     }
+    if extra:
+        body.update(extra)
     if send_dimensions:
         body["dimensions"] = config.dimensions
     return body

