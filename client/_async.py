@@ -259,7 +259,9 @@ class AsyncEmbeddingClient:
     ) -> tuple[list[int], Vectors]:
         texts, origins = plan.inputs(batch)
         async with self._slots:
-            return batch, await self._run(self._session.flow.embed(texts, origins, deadline))
+            return batch, await self._run(
+                self._session.flow.embed(texts, origins, deadline, plan.request)
+            )
 
     async def _rerank_batch(
         self, call: RerankCall, batch: list[int], deadline: Deadline

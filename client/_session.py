@@ -206,8 +206,8 @@ class EmbeddingSession:
                 return self._prompts
             self._provisional = guess
             warn, self._warned_guess = not self._warned_guess, True
-        if warn:
-            logger.warning(
+        if warn:  # info: a call that needs the server reports its absence itself
+            logger.info(
                 "the served model is not known yet; until a server answers, the prompts are "
                 "those of the configured model %r (%s preset)",
                 self.config.model,

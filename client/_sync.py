@@ -243,7 +243,7 @@ class EmbeddingClient:
     def _run_batch(self, plan: CallPlan, batch: list[int], deadline: Deadline) -> Vectors:
         texts, origins = plan.inputs(batch)
         with self._slots:
-            return self._run(self._session.flow.embed(texts, origins, deadline))
+            return self._run(self._session.flow.embed(texts, origins, deadline, plan.request))
 
     def _rerank_batch(
         self, call: RerankCall, batch: list[int], deadline: Deadline
