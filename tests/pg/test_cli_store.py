@@ -159,7 +159,7 @@ def test_put_then_delete_one_book_from_the_command_line(
         env = {**os.environ, "BOOKREC_BASE_URL": server.base_url}
         env.pop("BOOKREC_STORE", None)
         return subprocess.run(
-            [sys.executable, "-m", "bookrec.recommender.cli", "similar", book_id, "-k", "11",
+            [sys.executable, "-m", "bookrec.recommender.cli", "similar", book_id, "-k", "12",
              "--json", *target],
             capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
         )  # fmt: skip
