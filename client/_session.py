@@ -177,14 +177,6 @@ class EmbeddingSession:
             self._warned_unknown = self._warned_unknown or warn
             chosen = self._prompts
             reported, self._provisional = self._provisional, None
-        if reported is not None and reported.formats() != chosen.formats():
-            raise IncompatibleModelError(
-                f"before a server answered, this client reported the prompts "
-                f"{reported.formats()} (by its configured model {self.config.model!r}); the "
-                f"served model {names[0]!r} needs {chosen.formats()}. Run again (the client "
-                "now uses the served model's prompts), or configure BOOKREC_MODEL or "
-                "BOOKREC_PROMPT_PRESET to match the server"
-            )
         if warn:
             logger.warning(
                 "the embedding model %r is of no known prompt family (Qwen3-Embedding, e5): "
@@ -193,6 +185,14 @@ class EmbeddingSession:
                 "or ClientConfig(prompts=PromptTemplate(...))",
                 names[0],
                 ", ".join(PROMPT_PRESETS),
+            )
+        if reported is not None and reported.formats() != chosen.formats():
+            raise IncompatibleModelError(
+                f"before a server answered, this client reported the prompts "
+                f"{reported.formats()} (by its configured model {self.config.model!r}); the "
+                f"served model {names[0]!r} needs {chosen.formats()}. Run again (the client "
+                "now uses the served model's prompts), or configure BOOKREC_MODEL or "
+                "BOOKREC_PROMPT_PRESET to match the server"
             )
         return chosen
 
