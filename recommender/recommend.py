@@ -50,7 +50,7 @@ from .errors import (
 from .filters import Filters
 from .fusion import Fusion, fuse
 from .hybrid import HybridScoring
-from .index import VectorIndex, check_compatible
+from .index import VectorIndex, check_compatible, check_prompts
 from .lexical import KeywordIndex, cached_keyword_index
 from .live import embed_books
 from .numpy_store import NumpyStore
@@ -515,6 +515,7 @@ class Recommender:
             return None
         identity = self.store.identity
         check_compatible(identity, self.embedder, where=self._where)
+        check_prompts(self.store.prompt_formats, self.embedder, where=self._where)
         vecs = np.asarray(raw, dtype=np.float32)
         if vecs.shape != (len(texts), identity.dimensions):
             raise IndexMismatchError(

@@ -3,7 +3,7 @@
 from bookrec.client import ProgressCallback
 
 from .build import IndexReport, build_index
-from .compat import check_compatible
+from .compat import check_compatible, check_prompts
 from .manifest import INDEX_FORMAT_VERSION, IndexManifest
 from .vector_index import VectorIndex
 
@@ -15,4 +15,5 @@ __all__ = [
     "VectorIndex",
     "build_index",
     "check_compatible",
+    "check_prompts",
 ]
