@@ -596,8 +596,9 @@ def client_configs(args: argparse.Namespace, workdir: Path) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Everything the harness measures, as the JSON it writes."""
     started = time.monotonic()
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
+    asked = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in asked if s not in SYSTEMS]
+    systems = [s for s in SYSTEMS if s in asked]  # the table's column order
     if unknown or not systems:
         raise UsageError(f"--systems: choose from {', '.join(SYSTEMS)}, got {args.systems!r}")
     k = args.k
@@ -676,14 +677,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             built["plain"] = MatrixSystem(matrix, embed_plain)
             info["seconds"]["plain embed"] = round(time.monotonic() - t0, 1)
         if "bookrec" in systems:
-            from bookrec.recommender import Recommender, build_index
+            from bookrec.recommender import IndexMismatchError, Recommender, build_index
 
             t0 = time.monotonic()
             client = stack.enter_context(EmbeddingClient(bookrec_config))
             _progress(f"bookrec: indexing {len(books)} books ...")
-            index, report = build_index(
-                here / "index", catalog, client, catalog_path=stripped, progress=_index_progress()
-            )
+            try:
+                index, report = build_index(
+                    here / "index",
+                    catalog,
+                    client,
+                    catalog_path=stripped,
+                    progress=_index_progress(),
+                )
+            except IndexMismatchError as exc:  # another model in the kept work directory
+                _progress(f"bookrec: {exc}: building the index again")
+                index, report = build_index(
+                    here / "index",
+                    catalog,
+                    client,
+                    catalog_path=stripped,
+                    progress=_index_progress(),
+                    rebuild=True,
+                )
             info["index"] = {
                 "embedded": report.embedded,
                 "reused": report.reused,
