@@ -18,15 +18,17 @@ to 1 (clipped at 0). ``mode="dense"`` and ``mode="lexical"`` keep one ranking al
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Fusion", "FusionMethod", "FusionMode", "fuse"]
+__all__ = ["FUSION_MODES", "Fusion", "FusionMethod", "FusionMode", "fuse"]
 
 FusionMode = Literal["hybrid", "dense", "lexical"]
 FusionMethod = Literal["rrf", "convex"]
+#: The modes, default first (the CLI's choices).
+FUSION_MODES: tuple[str, ...] = get_args(FusionMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class Fusion:
     depth: int = 100
 
     def __post_init__(self) -> None:
-        if self.mode not in ("hybrid", "dense", "lexical"):
+        if self.mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be hybrid, dense or lexical, not {self.mode!r}")
         if self.method not in ("rrf", "convex"):
             raise ValueError(f"fusion method must be rrf or convex, not {self.method!r}")

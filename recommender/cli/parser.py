@@ -8,10 +8,12 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import NoReturn, TypeVar, get_args
 
+from ..fusion import FUSION_MODES
 from ..index.build import DEFAULT_CHUNK_SIZE
 from ..index.scan import check_request
+from ..profile import Strategy
 from ..reading_log import RATING_RULE
 from ..rerank import DEFAULT_RERANK_CANDIDATES
 from .config import API_KEY_ENV, REPLICAS_ENV, RERANK_URL_ENV, STORE_ENV
@@ -212,7 +214,7 @@ def _ranking_options() -> _Parser:
     )
     rank.add_argument(
         "--fusion",
-        choices=("hybrid", "dense", "lexical"),
+        choices=FUSION_MODES,
         default="hybrid",
         help="hybrid (default): the embeddings' ranking fused with the keyword ranking "
         "(reciprocal rank); dense: embeddings alone; lexical: keywords alone",
@@ -381,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--strategy",
-        choices=("blend", "average", "best"),
+        choices=get_args(Strategy),
         default="blend",
         help="blend (default): half the cosine to the reader's averaged books, half to the "
         "closest one; average: the averaged books alone; best: the closest book alone",
@@ -470,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fusion",
-        choices=("hybrid", "dense", "lexical"),
+        choices=FUSION_MODES,
         default="hybrid",
         help="how every ranking is made (default hybrid; see bookrec similar --help)",
     )
