@@ -272,7 +272,11 @@ class Recommender:
         parsed = Filters.parse(**filters)
         view = self._current()
         vectors = self._embed_queries([text]) if self.fusion.uses_dense else None
-        scorer = Scorer(add=view.keyword_scores(text)) if vectors is None else Scorer(vectors)
+        if vectors is None:  # keywords alone: their scores are both the ranking and the fusion's
+            matched = view.keyword_scores(text)
+            scorer, keywords = Scorer(add=matched), lambda: matched
+        else:
+            scorer, keywords = Scorer(vectors), lambda: view.keyword_scores(text)
         reason = f"matches {_quote(text)}"
         stage = _SecondStage(text, self.rerank_settings.search_instruction) if rerank else None
         return self._select(
@@ -285,7 +289,7 @@ class Recommender:
             lambda ids, _vectors: [reason] * len(ids),
             degraded=vectors is None and self.fusion.uses_dense,
             rerank=stage,
-            keywords=lambda: view.keyword_scores(text),
+            keywords=keywords,
         )
 
     def recommend(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -120,10 +121,16 @@ def checked_upsert(
     return vecs
 
 
+def store_directory(store: object) -> Path | None:
+    """The index directory of a store that lives in one (a numpy index on disk), else None."""
+    path = getattr(getattr(store, "index", None), "path", None)
+    return Path(path) if path is not None else None
+
+
 def store_location(store: VectorStore) -> str:
     """Where a store's vectors live, for messages: an index directory, a database (its
     password masked), else "the index"."""
-    path = getattr(getattr(store, "index", None), "path", None)
+    path = store_directory(store)
     if path is not None:
         return str(path)
     return str(getattr(store, "dsn", None) or "the index")

@@ -15,6 +15,7 @@ from pathlib import Path
 from bookrec.client import is_cjk
 
 from .book import Book
+from .store import store_directory
 
 __all__ = [
     "BOOK_TEXT_VERSION",
@@ -105,5 +106,5 @@ def keyword_texts(books: Sequence[Book | None]) -> list[str]:
 def keywords_dir(store: object) -> Path | None:
     """Where a store keeps its keyword indexes: the ``keywords`` folder of its index
     directory, or ``None`` for stores without one (in memory, PostgreSQL)."""
-    path = getattr(getattr(store, "index", None), "path", None)
-    return Path(path) / KEYWORDS_DIR if path is not None else None
+    path = store_directory(store)
+    return path / KEYWORDS_DIR if path is not None else None
