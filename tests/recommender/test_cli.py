@@ -288,6 +288,22 @@ def test_similar(run: Bookrec) -> None:
     assert similar["degraded"] is False
 
 
+def test_fusion_and_strategy_options(run: Bookrec) -> None:
+    args = ("-c", "books.jsonl", "-i", "idx", "-k", "4")
+    hybrid = run.json("similar", "b1", *args)["results"]
+    dense = run.json("similar", "b1", *args, "--fusion", "dense")["results"]
+    lexical = run.json("similar", "b1", *args, "--fusion", "lexical")["results"]
+    # Fused scores are reciprocal ranks (at most 1/61 + 0.5/61); dense ones are cosines.
+    assert all(r["score"] <= 1.5 / 61 + 1e-6 for r in hybrid + lexical)
+    assert max(r["score"] for r in dense) > 1.5 / 61
+    assert _scores_sorted(dense) and "b1" not in [r["id"] for r in dense + lexical]
+    for strategy in ("blend", "average", "best"):
+        found = run.json("recommend", "--history", "b1", "b3", "--strategy", strategy, *args)
+        assert len(found["results"]) == 4 and found["query"]["strategy"] == strategy
+    bad = run("recommend", "--history", "b1", "--strategy", "mean", *args)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
 def test_search_and_recommend(run: Bookrec, server: FakeSGLang) -> None:
     requests = server.embedding_request_count
     search = run.json(
